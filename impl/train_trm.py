@@ -1,0 +1,596 @@
+"""Train a Tiny Recursive Model (TRM) on Sudoku with deep supervision.
+
+    python impl/train_trm.py                      # default: generated 6x6 puzzles, a few minutes on CPU
+    python impl/train_trm.py --config tiny.json   # JSON overrides, deep-merged over RUN_CONFIG
+    python impl/train_trm.py --resume             # continue from runs/<run_name>/last.pt
+
+Training follows the official code's batching of deep supervision: the batch is a set of B slots,
+each holding one puzzle and its carry (y, z). Every optimizer step runs one supervision step on
+all slots; a puzzle leaves its slot when the halting head says "done" (with exploration) or after
+N_sup steps, and the next puzzle from the stream takes its place with a fresh carry.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data_sudoku  # noqa: E402
+from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
+
+RUN_CONFIG = {
+    "model": {
+        "hidden_size": 128,          # D (paper: 512)
+        "num_layers": 2,             # blocks in the tiny network f (paper: 2)
+        "num_heads": 2,              # attention heads (unused with mlp_t)
+        "expansion": 4.0,            # SwiGLU width factor
+        "T": 3,                      # T in paper: cycles per supervision step, the first T-1 without grad
+        "n": 6,                      # n in paper: latent updates z <- f(x + y + z) per cycle
+        "N_sup": 16,                 # N_sup in paper: max supervision steps per puzzle
+        "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
+        "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)
+        "mlp_t": True,               # MLP across cells instead of attention (TRM-MLP, the paper's best on Sudoku)
+        "n_prefix": 1,               # learned prefix tokens (official puzzle embedding); Q head reads the first
+    },
+    "data": {
+        "source": "generated",       # builtin | generated | hf
+        "use_builtin_sample": False,  # True: train on the handful of embedded 9x9 puzzles (sanity runs)
+        "grid_size": 6,              # generated: 4, 6 or 9 (builtin and hf are 9x9)
+        "n_train": 3000,             # generated: training puzzles
+        "n_test": 500,               # generated: held-out puzzles (no solution grid shared with training)
+        "givens": [14, 20],          # generated: range of givens per puzzle
+        "min_rating": 0,             # solver guesses (generated) or CSV rating (hf) at least this
+        "max_rating": -1,            # generated: solver guesses at most this (-1: no limit)
+        "repo_id": "sapientinc/sudoku-extreme",  # hf: dataset repo in the sudoku-extreme CSV layout
+        "splits": ["train", "test"],  # hf: CSV files read as the train and test split
+        "train_subset": 1000,        # hf: seeded random subsample of train.csv (0: all)
+        "test_subset": 1000,         # hf: seeded random subsample of test.csv (0: all)
+        "force_download": False,     # hf: download again and rebuild the cache
+        "skip_bad_rows": False,      # hf: skip malformed CSV rows with a warning instead of stopping
+        "data_dir": "data",          # where generated sets and hf caches (.npz) are kept
+        "augment": True,             # random validity-preserving relabel/permute/transpose per batch
+        "seed": 0,                   # seed of the generated puzzles and of the hf subsample
+    },
+    "training": {
+        "run_name": "tiny_trm_impl_sudoku",  # checkpoints and logs go to <runs_dir>/<run_name>/
+        "runs_dir": "runs",          # parent folder of run folders
+        "seed": 0,                   # seed of init, data order, augmentation and halting exploration
+        "batch_size": 64,            # puzzles in flight (slots)
+        "max_steps": 600,            # optimizer steps; each is one supervision step for every slot
+        "time_limit_min": 0.0,       # stop (and save) after this many minutes; 0: no limit
+        "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
+        "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
+        "warmup_steps": 50,          # linear warmup steps (paper: 2000)
+        "weight_decay": 0.1,         # AdamW weight decay (paper: 1.0)
+        "beta1": 0.9,                # AdamW beta1 (paper: 0.9)
+        "beta2": 0.95,               # AdamW beta2 (paper: 0.95)
+        "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
+        "loss": "softmax",           # softmax | stablemax (official default) cross entropy
+        "halt_loss_weight": 0.5,     # weight of the halting BCE, as in the official code
+        "ema": True,                 # keep an EMA of the weights for evaluation and best.pt
+        "ema_decay": 0.999,          # EMA decay (paper: 0.999), warmed up as min(decay, (1+t)/(10+t))
+        "eval_every": 200,           # held-out evaluation every this many steps (and at the end)
+        "eval_batch_size": 256,      # puzzles per evaluation batch
+        "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
+        "eval_limit": 0,             # evaluate on at most this many held-out puzzles (0: all)
+        "log_every": 50,             # write a log line every this many steps
+        "device": "auto",            # auto | cpu | cuda | cuda:N | mps
+        "dtype": "auto",             # auto | float32 | bfloat16 (compute dtype of the recursion)
+        "compile": False,            # torch.compile the tiny network
+    },
+}
+
+DEFAULT_RUN_NAME = RUN_CONFIG["training"]["run_name"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: JSON overrides, deep-merged and checked against RUN_CONFIG
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and dotted key in the message."""
+
+
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _check_value(default, value, where: str) -> object:
+    """Return value if it has the default's type (ints are accepted for floats), else raise."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+        if ok and default:
+            value = [_check_value(default[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(default)}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def merge_config(base: dict, override: dict, source: str, prefix: str = "") -> dict:
+    """Deep-merge override into a copy of base; unknown keys and wrong types raise ConfigError."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(base)})"
+            raise ConfigError(f"{source}: unknown key '{path}'{hint}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {path}: expected object, got {_type_name(value)} {value!r}")
+            merged[key] = merge_config(base[key], value, source, f"{path}.")
+        else:
+            try:
+                merged[key] = _check_value(base[key], value, path)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    return merged
+
+
+def load_config(path: str | os.PathLike, base: dict = RUN_CONFIG) -> dict:
+    """Read a JSON override file and merge it over base."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        override = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(override, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, got {_type_name(override)}")
+    return merge_config(base, override, str(path))
+
+
+def check_config(config: dict, source: str = "config") -> None:
+    """Values that have the right type but are impossible."""
+    m, d, t = config["model"], config["data"], config["training"]
+    rules = [
+        ("training.batch_size", t["batch_size"] >= 1, "must be >= 1"),
+        ("training.max_steps", t["max_steps"] >= 0, "must be >= 0"),
+        ("training.lr", t["lr"] > 0, "must be > 0"),
+        ("training.warmup_steps", t["warmup_steps"] >= 0, "must be >= 0"),
+        ("training.ema_decay", 0.0 <= t["ema_decay"] < 1.0, "must be in [0, 1)"),
+        ("training.eval_every", t["eval_every"] >= 1, "must be >= 1"),
+        ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
+        ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
+        ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+        ("training.dtype", t["dtype"] in ("auto", "float32", "bfloat16"), "must be auto, float32 or bfloat16"),
+        ("training.run_name", bool(t["run_name"]) and "/" not in t["run_name"], "must be a non-empty folder name"),
+    ]
+    for key, ok, why in rules:
+        if not ok:
+            section, name = key.split(".")
+            raise ConfigError(f"{source}: {key}: {config[section][name]!r} {why}")
+    try:
+        model_config(config, seq_len=1, vocab_size=2)
+    except ValueError as e:  # TRMConfig names the key: "model.T: 0 must be >= 1"
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def model_config(config: dict, seq_len: int, vocab_size: int) -> TRMConfig:
+    return TRMConfig(vocab_size=vocab_size, seq_len=seq_len, **config["model"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Device and dtype
+
+
+def pick_device(name: str) -> tuple[torch.device, str]:
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"training.device: unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"training.device: {name!r} asked for, but CUDA is not available here")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"training.device: {name!r} asked for, but MPS is not available here")
+        return device, "set in the config"
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name()})"
+    if torch.backends.mps.is_available():
+        return torch.device("mps"), "auto: Apple MPS is available"
+    return torch.device("cpu"), "auto: no CUDA or MPS device found"
+
+
+def pick_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    if name != "auto":
+        return getattr(torch, name), "set in the config"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: the GPU supports bf16"
+        return torch.float32, "auto: this GPU has no bf16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # Measured on a 2-core AVX-512 (bf16) CPU: bf16 matmuls ran ~4x fp32, a training step 2-4x.
+        return torch.bfloat16, "auto: this CPU has native bf16 (AVX-512 BF16/AMX), measured 2-4x faster"
+    return torch.float32, "auto: no fast bf16 on this device"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data stream: a seeded, resumable sequence of training puzzles
+
+
+class PuzzleStream:
+    """Hands out training puzzles in seeded random order, epoch after epoch, augmented on the fly.
+
+    Its whole state (order, position, generator) goes into checkpoints, so a resumed run sees
+    exactly the puzzles an uninterrupted one would.
+    """
+
+    def __init__(self, inputs: np.ndarray, labels: np.ndarray, size: int, augment: bool, seed: int) -> None:
+        self.inputs, self.labels, self.size, self.augment = inputs, labels, size, augment
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(inputs))
+        self.pos = 0
+        self.epoch = 0
+
+    def next(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = []
+        while len(idx) < k:
+            if self.pos == len(self.order):
+                self.order = self.rng.permutation(len(self.inputs))
+                self.pos = 0
+                self.epoch += 1
+            take = min(k - len(idx), len(self.order) - self.pos)
+            idx.extend(self.order[self.pos:self.pos + take])
+            self.pos += take
+        inputs, labels = self.inputs[idx], self.labels[idx]
+        if self.augment:
+            inputs, labels = data_sudoku.augment(inputs, labels, self.size, self.rng)
+        return inputs, labels
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": torch.from_numpy(self.order.copy()),
+                "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order = state["order"].numpy()
+        self.pos, self.epoch = state["pos"], state["epoch"]
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA, schedule, evaluation, checkpoints
+
+
+class EMA:
+    """Exponential moving average of the weights, kept in a copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_params = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def lr_at(step: int, t: dict) -> float:
+    if step < t["warmup_steps"]:
+        return t["lr"] * (step + 1) / t["warmup_steps"]
+    span = max(1, t["max_steps"] - t["warmup_steps"])
+    progress = min(1.0, (step - t["warmup_steps"]) / span)
+    floor = t["lr_min_ratio"]
+    return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate(model: TRM, inputs: np.ndarray, labels: np.ndarray, N_sup: int, batch_size: int,
+             device: torch.device, dtype: torch.dtype, progress: bool = False) -> dict:
+    """Held-out metrics after N_sup supervision steps: token accuracy (all cells), blank-cell
+    accuracy, exact (whole-puzzle) accuracy and the halting head's accuracy on "is it right"."""
+    was_training = model.training
+    model.eval()
+    cells = blank_hits = blanks = exact = halt_right = 0
+    total = len(inputs)
+    for start in tqdm(range(0, total, batch_size), desc="eval", leave=False, disable=not progress):
+        x = torch.from_numpy(inputs[start:start + batch_size]).long().to(device)
+        y_true = torch.from_numpy(labels[start:start + batch_size]).long().to(device)
+        pred = model.predict(x, N_sup=N_sup, dtype=dtype)
+        hit = pred.answers == y_true
+        blank = x == data_sudoku.BLANK
+        solved = hit.all(dim=1)
+        cells += int(hit.sum())
+        blank_hits += int((hit & blank).sum())
+        blanks += int(blank.sum())
+        exact += int(solved.sum())
+        halt_right += int(((pred.confidence > 0.5) == solved).sum())
+    model.train(was_training)
+    return {"token_acc": cells / (total * inputs.shape[1]), "blank_acc": blank_hits / max(1, blanks),
+            "exact_acc": exact / total, "halt_acc": halt_right / total, "n": total}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from (train first without --resume)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file; report it as ours
+        raise RuntimeError(f"{path}: checkpoint is corrupt or incomplete ({type(e).__name__}: {e})") from None
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class Slots:
+    """The puzzles in flight: tokens, labels, carry and supervision steps taken, per slot."""
+    inputs: torch.Tensor   # (B, seq_len)
+    labels: torch.Tensor   # (B, seq_len)
+    carry: Carry
+    steps: torch.Tensor    # (B,)
+    halted: torch.Tensor   # (B,) bool: this slot takes a new puzzle before the next step
+
+
+def print0(*args) -> None:
+    tqdm.write(" ".join(str(a) for a in args))
+
+
+def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
+    """Train with a full config (RUN_CONFIG merged with overrides). Returns the final metrics."""
+    check_config(config)
+    m_cfg, d_cfg, t_cfg = config["model"], config["data"], config["training"]
+    run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    device, device_why = pick_device(t_cfg["device"])
+    dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
+    print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
+           f"threads: {torch.get_num_threads()}")
+
+    data = data_sudoku.load_sudoku(d_cfg, seed=d_cfg["seed"], progress=progress)
+    print0(f"data: {data.description}")
+    mcfg = model_config(config, seq_len=data.size * data.size, vocab_size=data_sudoku.vocab_size(data.size))
+
+    random.seed(t_cfg["seed"])
+    np.random.seed(t_cfg["seed"])
+    torch.manual_seed(t_cfg["seed"])
+    model = TRM(mcfg).to(device)
+    print0(f"model: {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
+           f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and name not in ("prefix",) else no_decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg["weight_decay"]},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
+    ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
+    if t_cfg["compile"]:
+        model.net.compile()
+    loss_fn = LOSSES[t_cfg["loss"]]
+    stream = PuzzleStream(data.train_inputs, data.train_labels, data.size, d_cfg["augment"], t_cfg["seed"])
+    halt_gen = torch.Generator().manual_seed(t_cfg["seed"])
+
+    B, S = t_cfg["batch_size"], mcfg.seq_len
+    slots = Slots(inputs=torch.zeros(B, S, dtype=torch.long, device=device),
+                  labels=torch.zeros(B, S, dtype=torch.long, device=device),
+                  carry=model.initial_carry(B, device, dtype),
+                  steps=torch.zeros(B, dtype=torch.long, device=device),
+                  halted=torch.ones(B, dtype=torch.bool, device=device))
+    step, best_exact, elapsed_before = 0, -1.0, 0.0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    if resume:
+        ckpt = load_checkpoint(last_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            ema.model.load_state_dict(ckpt["ema"])
+            ema.updates = ckpt["ema_updates"]
+        stream.load_state_dict(ckpt["stream"])
+        halt_gen.set_state(ckpt["halt_gen"])
+        s = ckpt["slots"]
+        slots = Slots(s["inputs"].to(device), s["labels"].to(device),
+                      Carry(s["y"].to(device, dtype), s["z"].to(device, dtype)),
+                      s["steps"].to(device), s["halted"].to(device))
+        step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
+        set_rng_state(ckpt["rng"])
+        print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
+    else:
+        resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                           "numpy": np.__version__}}
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        print0("config:", json.dumps(config))
+
+    log_path = run_dir / "log.jsonl"
+    if not resume and log_path.exists():
+        log_path.unlink()
+
+    def log(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint_state() -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.model.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "step": step, "best_exact": best_exact, "elapsed": elapsed_before + (time.time() - t_start),
+            "config": config, "model_config": vars(mcfg), "data_size": data.size,
+            "stream": stream.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
+            "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": slots.carry.y.float().cpu(),
+                      "z": slots.carry.z.float().cpu(), "steps": slots.steps.cpu(), "halted": slots.halted.cpu()},
+        }
+
+    eval_model = ema.model if ema is not None else model
+    eval_N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
+    limit = t_cfg["eval_limit"] or len(data.test_inputs)
+    test_inputs, test_labels = data.test_inputs[:limit], data.test_labels[:limit]
+
+    def run_eval() -> dict:
+        return evaluate(eval_model, test_inputs, test_labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype)
+
+    window = {"ce": 0.0, "halt": 0.0, "halt_target": 0.0, "n": 0, "done": 0, "exact": 0, "token": 0.0, "steps": 0}
+    t_start = time.time()
+    time_limit = t_cfg["time_limit_min"] * 60
+    metrics: dict = {}
+    model.train()
+    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    while step < t_cfg["max_steps"]:
+        # 1. Puzzles that halted leave; the stream fills their slots with a fresh carry.
+        if bool(slots.halted.any()):
+            idx = slots.halted.nonzero().squeeze(1)
+            new_inputs, new_labels = stream.next(len(idx))
+            slots.inputs[idx] = torch.from_numpy(new_inputs).long().to(device)
+            slots.labels[idx] = torch.from_numpy(new_labels).long().to(device)
+            slots.carry = model.reset_carry(slots.carry, slots.halted)
+            slots.steps = torch.where(slots.halted, 0, slots.steps)
+
+        # 2. Learning rate.
+        lr = lr_at(step, t_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # 3. One supervision step: forward through T cycles, backward through the last one.
+        carry, logits, q_logit = model(slots.inputs, slots.carry)
+        ce = loss_fn(logits, slots.labels).mean()
+        with torch.no_grad():
+            hits = logits.argmax(dim=-1) == slots.labels
+            solved = hits.all(dim=1)
+        halt_loss = F.binary_cross_entropy_with_logits(q_logit, solved.float())
+        loss = ce + t_cfg["halt_loss_weight"] * halt_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
+        loss.backward()
+        if t_cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+        step += 1
+
+        # 4. Halting: stop at N_sup, or when the Q head says "correct", unless exploration holds
+        #    the puzzle for a random minimum of 2..N_sup steps (official ACT rule).
+        with torch.no_grad():
+            slots.carry = carry
+            slots.steps = slots.steps + 1
+            halted = slots.steps >= mcfg.N_sup
+            if mcfg.N_sup > 1:
+                explore = torch.rand(B, generator=halt_gen) < mcfg.halt_exploration_prob
+                min_steps = explore * torch.randint(2, mcfg.N_sup + 1, (B,), generator=halt_gen)
+                halted = (halted | (q_logit.detach() > 0)) & (slots.steps >= min_steps.to(device))
+            slots.halted = halted
+            done = halted.sum().item()
+            window["ce"] += ce.item()
+            window["halt"] += halt_loss.item()
+            window["halt_target"] += solved.float().mean().item()
+            window["n"] += 1
+            window["done"] += done
+            window["exact"] += int((solved & halted).sum())
+            window["token"] += float(hits.float().mean(dim=1)[halted].sum())
+            window["steps"] += int(slots.steps[halted].sum())
+
+        bar.update(1)
+        elapsed = elapsed_before + time.time() - t_start
+        out_of_time = time_limit > 0 and elapsed >= time_limit
+        if step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
+            n, d = window["n"], max(1, window["done"])
+            record = {"step": step, "time_s": round(elapsed, 1), "lr": lr,
+                      "loss": (window["ce"] + t_cfg["halt_loss_weight"] * window["halt"]) / n,
+                      "ce_loss": window["ce"] / n, "halt_loss": window["halt"] / n,
+                      "halt_target": window["halt_target"] / n, "train_token_acc": window["token"] / d,
+                      "train_exact_acc": window["exact"] / d, "avg_steps": window["steps"] / d,
+                      "finished": window["done"]}
+            bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
+            print0(f"step {step:6d} | loss {record['loss']:.4f} (ce {record['ce_loss']:.4f}, halt "
+                   f"{record['halt_loss']:.4f}) | train token {record['train_token_acc']:.3f} exact "
+                   f"{record['train_exact_acc']:.3f} | halt target {record['halt_target']:.3f} | "
+                   f"steps {record['avg_steps']:.1f} | {elapsed:.0f}s")
+            log({"kind": "train", **record})
+            window = {k: 0 for k in window}
+
+        if step % t_cfg["eval_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
+            metrics = run_eval()
+            improved = metrics["exact_acc"] > best_exact
+            best_exact = max(best_exact, metrics["exact_acc"])
+            print0(f"eval {step:6d} | token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
+                   f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
+                   f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
+            log({"kind": "eval", "step": step, "time_s": round(elapsed_before + time.time() - t_start, 1), **metrics})
+            state = checkpoint_state()
+            if improved:
+                save_checkpoint(best_path, state)
+            save_checkpoint(last_path, state)
+        if out_of_time:
+            print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
+            break
+    bar.close()
+    if not metrics:  # max_steps reached before this call did any step (e.g. resuming a finished run)
+        metrics = run_eval()
+    total_time = elapsed_before + time.time() - t_start
+    result = {**metrics, "step": step, "best_exact_acc": best_exact, "time_s": total_time, "run_dir": str(run_dir)}
+    print0(f"done: step {step}, held-out token {metrics['token_acc']:.4f} exact {metrics['exact_acc']:.4f} "
+           f"(best {best_exact:.4f}), {total_time:.0f}s; checkpoints in {run_dir}")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON file deep-merged over RUN_CONFIG (e.g. tiny.json)")
+    parser.add_argument("--resume", action="store_true", help="continue from <runs_dir>/<run_name>/last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    return parser.parse_args(argv)
+
+
+def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG) -> dict:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, base) if args.config else copy.deepcopy(base)
+        check_config(config, args.config or "RUN_CONFIG")
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    return main(config, resume=args.resume, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    cli()

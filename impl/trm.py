@@ -1,0 +1,397 @@
+"""Tiny Recursive Model (TRM), after "Less is More: Recursive Reasoning with Tiny Networks"
+(Jolicoeur-Martineau, 2025, arXiv 2510.04871) and its official code.
+
+One tiny network f (a couple of post-norm blocks) is reused for two updates:
+
+    repeat n times:  z <- f(x + y + z)      # latent reasoning state
+    then once:       y <- f(y + z)          # current answer
+
+That is one cycle. A supervision step runs T cycles, the first T-1 under torch.no_grad(), and
+returns the carry (y, z) detached, so each supervision step back-propagates through exactly one
+cycle. Training repeats supervision steps (deep supervision, up to N_sup per puzzle), one
+optimizer step each. The output head reads y; the halting (Q) head predicts from y whether the
+current answer is entirely right.
+
+Shapes: B = batch, L = sequence (n_prefix + puzzle cells), D = hidden size, V = vocabulary.
+Inside the model, states are laid out sequence-first, (L, B, D): the MLP across cells (mlp_t) is
+then one plain matrix product over a (L, B*D) view. The public inputs and outputs are batch-first.
+The compute dtype follows the carry: a bf16 carry runs the network in bf16 with fp32 weights cast
+at use (as the official code's forward_dtype); an fp32 carry runs in fp32.
+This file holds model code only: no I/O, no data, no training loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TRMConfig:
+    vocab_size: int = 11             # PAD, blank, digits (see data_sudoku.py)
+    seq_len: int = 81                # puzzle cells, without the prefix tokens
+    hidden_size: int = 128           # D (paper: 512)
+    num_layers: int = 2              # blocks in the tiny network f (paper: 2)
+    num_heads: int = 2               # attention heads (unused with mlp_t)
+    expansion: float = 4.0           # SwiGLU width factor
+    T: int = 3                       # T in paper (official: H_cycles); T-1 cycles run without grad
+    n: int = 6                       # n in paper (official: L_cycles); z updates per cycle
+    N_sup: int = 16                  # N_sup in paper (official: halt_max_steps)
+    halt_exploration_prob: float = 0.1  # chance a puzzle gets a random minimum number of steps
+    pos_encoding: str = "rope"       # rope | learned | none
+    mlp_t: bool = False              # MLP across the sequence instead of self-attention (TRM-MLP)
+    n_prefix: int = 1                # learned prefix tokens (official: puzzle_emb_len); Q head reads the first
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("vocab_size", self.vocab_size >= 2, "must be >= 2"),
+            ("seq_len", self.seq_len >= 1, "must be >= 1"),
+            ("hidden_size", self.hidden_size >= 1, "must be >= 1"),
+            ("num_layers", self.num_layers >= 1, "must be >= 1"),
+            ("num_heads", self.num_heads >= 1, "must be >= 1"),
+            ("expansion", self.expansion > 0, "must be > 0"),
+            ("T", self.T >= 1, "must be >= 1"),
+            ("n", self.n >= 1, "must be >= 1"),
+            ("N_sup", self.N_sup >= 1, "must be >= 1"),
+            ("halt_exploration_prob", 0.0 <= self.halt_exploration_prob <= 1.0, "must be in [0, 1]"),
+            ("pos_encoding", self.pos_encoding in ("rope", "learned", "none"), "must be rope, learned or none"),
+            ("n_prefix", self.n_prefix >= 0, "must be >= 0"),
+        ]
+        if not self.mlp_t:
+            checks.append(("hidden_size", self.hidden_size % self.num_heads == 0,
+                           f"must be divisible by num_heads={self.num_heads}"))
+            if self.pos_encoding == "rope":
+                checks.append(("hidden_size", (self.hidden_size // self.num_heads) % 2 == 0,
+                               "hidden_size / num_heads must be even for rope"))
+        for key, ok, why in checks:
+            if not ok:
+                raise ValueError(f"model.{key}: {getattr(self, key)!r} {why}")
+
+    @property
+    def total_len(self) -> int:
+        return self.n_prefix + self.seq_len
+
+
+def swiglu_width(size: int, expansion: float) -> int:
+    """Hidden width of a SwiGLU layer, as in the official code: 2/3 * expansion * size, rounded up to 256."""
+    width = round(expansion * size * 2 / 3)
+    return -(width // -256) * 256
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+class CastedLinear(nn.Linear):
+    """nn.Linear whose weights are cast to the input's dtype (fp32 master weights, bf16 compute)."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(h.dtype)
+        return F.linear(h, self.weight.to(h.dtype), bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward over the hidden dimension: down(silu(gate(h)) * up(h)), gate and up fused."""
+
+    def __init__(self, dim: int, expansion: float) -> None:
+        super().__init__()
+        width = swiglu_width(dim, expansion)
+        self.gate_up = CastedLinear(dim, 2 * width, bias=False)
+        self.down = CastedLinear(width, dim, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class SequenceMLP(nn.Module):
+    """mlp_t: a SwiGLU across the sequence (mixes cells, shared over the hidden dimension).
+
+    The official code transposes (B, L, D) -> (B, D, L) and applies a SwiGLU over L; with the
+    sequence-first layout the same map is one matrix product from the left, with no transposes.
+    """
+
+    def __init__(self, length: int, expansion: float) -> None:
+        super().__init__()
+        width = swiglu_width(length, expansion)
+        self.width = width
+        self.gate_up = nn.Parameter(torch.empty(2 * width, length))  # like nn.Linear(L, 2W).weight
+        self.down = nn.Parameter(torch.empty(length, width))          # like nn.Linear(W, L).weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        L, B, D = h.shape
+        gate_up = self.gate_up.to(h.dtype) @ h.reshape(L, B * D)      # (2W, L) @ (L, B*D) -> (2W, B*D)
+        gate, up = gate_up.split(self.width, dim=0)
+        out = self.down.to(h.dtype) @ (F.silu(gate) * up)             # (L, W) @ (W, B*D) -> (L, B*D)
+        return out.view(L, B, D)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Non-causal attention over (B, H, L, hd). PyTorch's scaled_dot_product_attention, except on
+    CPU, where explicit matrix products with an fp32 softmax measured faster at these short
+    lengths (its bf16 backward was about 6x slower at L=37)."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)      # (B, H, L, L)
+    return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with a fused qkv projection and optional RoPE."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = CastedLinear(dim, 3 * dim, bias=False)
+        self.out = CastedLinear(dim, dim, bias=False)
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        L, B, D = h.shape
+        qkv = self.qkv(h).view(L, B, 3, self.num_heads, self.head_dim).permute(2, 1, 3, 0, 4)
+        q, k, v = qkv.unbind(0)                                      # each (B, H, L, hd)
+        if rope is not None:
+            cos, sin = (t.to(q.dtype) for t in rope)                 # each (L, hd)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+        o = attention(q, k, v)                                       # (B, H, L, hd)
+        return self.out(o.permute(2, 0, 1, 3).reshape(L, B, D))
+
+
+class Block(nn.Module):
+    """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)), norms without weights."""
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        if config.mlp_t:
+            self.mix = SequenceMLP(config.total_len, config.expansion)
+        else:
+            self.mix = Attention(config.hidden_size, config.num_heads)
+        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        D = h.shape[-1]
+        mixed = self.mix(h) if isinstance(self.mix, SequenceMLP) else self.mix(h, rope)
+        h = F.rms_norm(h + mixed, (D,), eps=self.eps)
+        return F.rms_norm(h + self.mlp(h), (D,), eps=self.eps)
+
+
+class TinyNetwork(nn.Module):
+    """f in the paper: f(state, injection) = blocks(state + injection)."""
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+
+    def forward(self, state: torch.Tensor, injection: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        h = state + injection
+        for block in self.blocks:
+            h = block(h, rope)
+        return h
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class Carry:
+    """The recurrent state handed from one supervision step to the next: y (answer), z (latent)."""
+    y: torch.Tensor  # (L, B, D), sequence-first
+    z: torch.Tensor  # (L, B, D)
+
+
+@dataclass
+class Prediction:
+    answers: torch.Tensor           # (B, seq_len) predicted tokens at each puzzle's final step
+    steps: torch.Tensor             # (B,) supervision steps used
+    confidence: torch.Tensor        # (B,) sigmoid of the halting logit at the final step
+    per_step: torch.Tensor | None   # (K, B, seq_len) answers after every step, when asked for
+    per_step_confidence: torch.Tensor | None  # (K, B)
+
+
+class TRM(nn.Module):
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        D = config.hidden_size
+        self.embed_scale = math.sqrt(D)
+        self.embed = nn.Embedding(config.vocab_size, D)
+        self.prefix = nn.Parameter(torch.zeros(config.n_prefix, D))  # official: puzzle embedding, zero init
+        self.pos = nn.Parameter(torch.empty(config.total_len, D)) if config.pos_encoding == "learned" else None
+        if config.pos_encoding == "rope" and not config.mlp_t:
+            head_dim = D // config.num_heads
+            inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+            angles = torch.outer(torch.arange(config.total_len, dtype=torch.float32), inv_freq)
+            angles = torch.cat((angles, angles), dim=-1)                 # (L, hd)
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
+        self.net = TinyNetwork(config)                                 # f, shared by both updates
+        self.output_head = CastedLinear(D, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(D, 1)                                # halting logit
+        # y_init and z_init: fixed random vectors, as in the official code (H_init, L_init).
+        self.register_buffer("y_init", torch.empty(D))
+        self.register_buffer("z_init", torch.empty(D))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """All initialisation in one place (LeCun-normal, truncated, as in the official code)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
+            elif isinstance(module, SequenceMLP):
+                trunc_normal_(module.gate_up, std=1.0 / math.sqrt(module.gate_up.shape[1]))
+                trunc_normal_(module.down, std=1.0 / math.sqrt(module.down.shape[1]))
+        trunc_normal_(self.embed.weight, std=1.0 / self.embed_scale)  # times embed_scale -> unit scale
+        if self.pos is not None:
+            trunc_normal_(self.pos, std=1.0 / self.embed_scale)
+        self.prefix.zero_()
+        trunc_normal_(self.y_init, std=1.0)
+        trunc_normal_(self.z_init, std=1.0)
+        # Special case: the halting head starts at "never halt" (weight 0, bias -5), so early
+        # training runs all N_sup steps until the head has learned something (official code).
+        self.q_head.weight.zero_()
+        self.q_head.bias.fill_(-5.0)
+
+    # -- pieces of one supervision step -----------------------------------------------------------
+
+    def input_embedding(self, inputs: torch.Tensor) -> torch.Tensor:
+        """x: (B, seq_len) tokens -> (L, B, D) with the prefix tokens in front."""
+        B = inputs.shape[0]
+        tokens = self.embed(inputs.t())                                 # (seq_len, B, D)
+        x = torch.cat((self.prefix[:, None].expand(-1, B, -1), tokens), dim=0)  # (L, B, D)
+        if self.pos is not None:
+            x = 0.707106781 * (x + self.pos[:, None])                  # keep unit variance
+        return self.embed_scale * x
+
+    def initial_carry(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> Carry:
+        """y_init and z_init broadcast to (L, B, D); dtype is the compute dtype of the recursion."""
+        L, D = self.config.total_len, self.config.hidden_size
+        y = self.y_init.to(device=device, dtype=dtype).expand(L, batch_size, D).clone()
+        z = self.z_init.to(device=device, dtype=dtype).expand(L, batch_size, D).clone()
+        return Carry(y, z)
+
+    def reset_carry(self, carry: Carry, reset: torch.Tensor) -> Carry:
+        """Put y_init / z_init into the puzzles (batch entries) where reset (B,) is true."""
+        mask = reset.view(1, -1, 1)
+        return Carry(torch.where(mask, self.y_init.to(carry.y.dtype), carry.y),
+                     torch.where(mask, self.z_init.to(carry.z.dtype), carry.z))
+
+    def _rope(self):
+        return None if self.rope_cos is None else (self.rope_cos, self.rope_sin)
+
+    def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cycle: n latent updates z <- f(x + y + z), then one answer update y <- f(y + z)."""
+        rope = self._rope()
+        xy = x + y                                                      # fixed during the n updates
+        for _ in range(self.config.n):
+            z = self.net(z, xy, rope)
+        y = self.net(y, z, rope)
+        return y, z
+
+    def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output logits (B, seq_len, V) and halting logit (B,) from the answer state y (L, B, D)."""
+        p = self.config.n_prefix
+        logits = self.output_head(y[p:]).transpose(0, 1)               # (B, seq_len, V)
+        q_in = y[0] if p > 0 else y.mean(dim=0)  # deviation when n_prefix=0: mean over cells
+        return logits, self.q_head(q_in).squeeze(-1).float()
+
+    def forward(self, inputs: torch.Tensor, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """One supervision step (deep recursion): T cycles, gradient through the last one only.
+
+        Returns the new carry (detached), output logits (B, seq_len, V) and the halting logit (B,).
+        """
+        y, z = carry.y, carry.z
+        x = self.input_embedding(inputs).to(y.dtype)
+        with torch.no_grad():                                           # T-1 cycles without gradient
+            for _ in range(self.config.T - 1):
+                y, z = self.latent_recursion(x, y, z)
+        y, z = self.latent_recursion(x, y, z)                           # the last cycle carries gradient
+        logits, q_logit = self.heads(y)
+        return Carry(y.detach(), z.detach()), logits, q_logit
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, N_sup: int | None = None, halt: bool = False,
+                keep_steps: bool = False, dtype: torch.dtype = torch.float32) -> Prediction:
+        """Run up to N_sup supervision steps on puzzles (B, seq_len).
+
+        halt=False runs every puzzle for N_sup steps (as the official evaluation does); halt=True
+        freezes a puzzle's answer at the first step where the halting head says "correct"
+        (logit > 0). keep_steps=True also returns the answer after every step.
+        """
+        steps_max = N_sup or self.config.N_sup
+        B = inputs.shape[0]
+        device = inputs.device
+        carry = self.initial_carry(B, device, dtype)
+        answers = torch.zeros_like(inputs)
+        steps = torch.zeros(B, dtype=torch.long, device=device)
+        confidence = torch.zeros(B, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        history, history_conf = [], []
+        for step in range(1, steps_max + 1):
+            carry, logits, q_logit = self(inputs, carry)
+            current = logits.argmax(dim=-1)
+            prob = torch.sigmoid(q_logit.float())
+            live = ~done
+            answers = torch.where(live[:, None], current, answers)
+            confidence = torch.where(live, prob, confidence)
+            steps = torch.where(live, step, steps)
+            if keep_steps:
+                history.append(current)
+                history_conf.append(prob)
+            if halt:
+                done = done | (q_logit > 0)
+                if bool(done.all()) and not keep_steps:
+                    break
+        return Prediction(
+            answers=answers, steps=steps, confidence=confidence,
+            per_step=torch.stack(history) if keep_steps else None,
+            per_step_confidence=torch.stack(history_conf) if keep_steps else None,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross entropy with stable-max in place of softmax (official code, from "Grokking at the
+    edge of numerical stability"): s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise. Per-element loss."""
+    logits = logits.double()
+    s = torch.where(logits < 0, 1.0 / (1.0 - logits), logits + 1.0)
+    logprobs = torch.log(s / s.sum(dim=-1, keepdim=True))
+    return -logprobs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1).float()
+
+
+def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Ordinary cross entropy, per element, computed in fp32."""
+    return F.cross_entropy(logits.float().transpose(1, 2), labels.long(), reduction="none")
+
+
+LOSSES = {"softmax": softmax_cross_entropy, "stablemax": stablemax_cross_entropy}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,193 @@
+"""Model tests: shapes, parameter count, the gradient boundary, learning, prediction."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trm import TRM, Carry, TRMConfig, count_parameters, softmax_cross_entropy, stablemax_cross_entropy, swiglu_width
+
+
+def tiny_config(**overrides) -> TRMConfig:
+    base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_layers=2, num_heads=2, T=2, n=2, N_sup=4)
+    return TRMConfig(**{**base, **overrides})
+
+
+def random_batch(cfg: TRMConfig, B: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(1, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    labels = torch.randint(2, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    return inputs, labels
+
+
+@pytest.mark.parametrize("mlp_t,pos", [(False, "rope"), (False, "learned"), (False, "none"), (True, "none"), (True, "learned")])
+def test_shapes(mlp_t, pos):
+    cfg = tiny_config(mlp_t=mlp_t, pos_encoding=pos)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    inputs, _ = random_batch(cfg, B=3)
+    carry = model.initial_carry(3)
+    L = cfg.n_prefix + cfg.seq_len
+    assert carry.y.shape == carry.z.shape == (L, 3, cfg.hidden_size)
+    new_carry, logits, q = model(inputs, carry)
+    assert logits.shape == (3, cfg.seq_len, cfg.vocab_size)
+    assert q.shape == (3,)
+    assert new_carry.y.shape == carry.y.shape
+    assert torch.isfinite(logits).all()
+    pred = model.predict(inputs, N_sup=3, keep_steps=True)
+    assert pred.answers.shape == (3, cfg.seq_len)
+    assert pred.per_step.shape == (3, 3, cfg.seq_len)
+    assert pred.steps.tolist() == [3, 3, 3]
+    assert ((pred.confidence > 0) & (pred.confidence < 1)).all()
+
+
+def test_parameter_count_by_hand():
+    cfg = tiny_config()  # D=32, vocab 6, seq 16, 1 prefix, 2 attention blocks, rope
+    D, V, W = 32, 6, swiglu_width(32, 4.0)
+    assert W == 256
+    block = 3 * D * D + D * D + D * 2 * W + W * D   # qkv, out, gate+up, down (no biases)
+    expected = V * D + 1 * D + 2 * block + D * V + (D + 1)  # embed, prefix, blocks, output head, Q head
+    assert count_parameters(TRM(cfg)) == expected
+
+    cfg_t = tiny_config(mlp_t=True, pos_encoding="learned")
+    L, Wt = 17, swiglu_width(17, 4.0)
+    block_t = 2 * Wt * L + L * Wt + D * 2 * W + W * D
+    expected_t = V * D + D + L * D + 2 * block_t + D * V + D + 1
+    assert count_parameters(TRM(cfg_t)) == expected_t
+
+
+def test_halting_head_starts_at_never_halt():
+    model = TRM(tiny_config())
+    assert torch.all(model.q_head.weight == 0) and model.q_head.bias.item() == -5.0
+    inputs, _ = random_batch(model.config)
+    _, _, q = model(inputs, model.initial_carry(3))
+    assert torch.allclose(q, torch.full_like(q, -5.0))
+
+
+@pytest.mark.parametrize("mlp_t", [False, True])
+def test_gradient_flows_through_last_cycle_only(mlp_t):
+    """The gradient of one supervision step equals the gradient of the last cycle alone, run
+    from the states the no-grad cycles produced; full back-propagation through all T cycles
+    gives a different gradient, so the test would notice a missing torch.no_grad()."""
+    cfg = tiny_config(mlp_t=mlp_t, pos_encoding="none" if mlp_t else "rope", T=3, n=2)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    with torch.no_grad():  # make the halting head matter for the gradient too
+        model.q_head.weight.normal_()
+    inputs, labels = random_batch(cfg)
+    carry0 = model.initial_carry(3)
+
+    def loss_of(logits, q):
+        return softmax_cross_entropy(logits, labels).mean() + F.binary_cross_entropy_with_logits(q, torch.ones_like(q))
+
+    def grads():
+        g = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        return g
+
+    new_carry, logits, q = model(inputs, carry0)
+    loss_of(logits, q).backward()
+    g_step = grads()
+    assert new_carry.y.grad_fn is None and new_carry.z.grad_fn is None
+    assert not new_carry.y.requires_grad and not new_carry.z.requires_grad
+
+    # By hand: T-1 cycles without gradient, then one cycle with it.
+    x = model.input_embedding(inputs)
+    y, z = carry0.y, carry0.z
+    with torch.no_grad():
+        for _ in range(cfg.T - 1):
+            y, z = model.latent_recursion(x, y, z)
+    y, z = model.latent_recursion(x, y, z)
+    loss_of(*model.heads(y)).backward()
+    g_manual = grads()
+    for a, b in zip(g_step, g_manual):
+        torch.testing.assert_close(a, b)
+
+    # Full back-propagation through every cycle differs.
+    x = model.input_embedding(inputs)
+    y, z = carry0.y, carry0.z
+    for _ in range(cfg.T):
+        y, z = model.latent_recursion(x, y, z)
+    loss_of(*model.heads(y)).backward()
+    g_full = grads()
+    assert any(not torch.allclose(a, b) for a, b in zip(g_step, g_full))
+
+
+def test_carry_is_detached_between_supervision_steps():
+    """A loss on the second supervision step gives the same gradient whether or not the first
+    step was run with autograd on: nothing flows back into step one."""
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    inputs, labels = random_batch(cfg)
+    carry1, _, _ = model(inputs, model.initial_carry(3))
+    _, logits, q = model(inputs, carry1)
+    (softmax_cross_entropy(logits, labels).mean() + q.sum()).backward()
+    g_chained = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with torch.no_grad():
+        carry1_ng, _, _ = model(inputs, model.initial_carry(3))
+    _, logits, q = model(inputs, Carry(carry1_ng.y.clone(), carry1_ng.z.clone()))
+    (softmax_cross_entropy(logits, labels).mean() + q.sum()).backward()
+    for a, p in zip(g_chained, model.parameters()):
+        torch.testing.assert_close(a, p.grad)
+
+
+def test_loss_goes_down_and_tiny_model_memorises_puzzles():
+    """Deep supervision on 8 fixed 4x4 puzzles: the loss falls and every puzzle is solved."""
+    import data_sudoku
+    data = data_sudoku.generate_puzzles(4, 8, givens=(6, 8), seed=3, workers=1, progress=False)
+    inputs = torch.from_numpy(data["inputs"]).long()
+    labels = torch.from_numpy(data["labels"]).long()
+    cfg = TRMConfig(vocab_size=6, seq_len=16, hidden_size=64, num_heads=1, T=2, n=2, N_sup=2)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    losses = []
+    for it in range(200):
+        carry = model.initial_carry(len(inputs))
+        for _ in range(cfg.N_sup):  # deep supervision: one optimizer step per supervision step
+            carry, logits, q = model(inputs, carry)
+            solved = (logits.argmax(-1) == labels).all(1).float()
+            loss = softmax_cross_entropy(logits, labels).mean() + 0.5 * F.binary_cross_entropy_with_logits(q, solved)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.2 * sum(losses[:10]) / 10
+    pred = model.predict(inputs, N_sup=cfg.N_sup)
+    assert (pred.answers == labels).all(1).float().mean().item() == 1.0
+
+
+def test_bf16_carry_runs_in_bf16():
+    model = TRM(tiny_config())
+    inputs, _ = random_batch(model.config)
+    carry, logits, q = model(inputs, model.initial_carry(3, dtype=torch.bfloat16))
+    assert carry.y.dtype == torch.bfloat16 and logits.dtype == torch.bfloat16 and q.dtype == torch.float32
+
+
+def test_predict_with_halting_freezes_answers():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)  # halting head says "done" at once
+    inputs, _ = random_batch(cfg)
+    pred = model.predict(inputs, N_sup=4, halt=True, keep_steps=True)
+    assert pred.steps.tolist() == [1, 1, 1]
+    assert torch.equal(pred.answers, pred.per_step[0])
+
+
+def test_stablemax_matches_definition():
+    logits = torch.tensor([[[1.0, -1.0, 0.0]]])
+    labels = torch.tensor([[0]])
+    s = torch.tensor([2.0, 0.5, 1.0])
+    expected = -torch.log(s[0] / s.sum())
+    torch.testing.assert_close(stablemax_cross_entropy(logits, labels)[0, 0], expected)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("T", 0, "model.T"), ("n", 0, "model.n"), ("hidden_size", 30, "divisible by num_heads"),
+    ("pos_encoding", "alibi", "model.pos_encoding"), ("N_sup", 0, "model.N_sup"),
+])
+def test_bad_model_config_names_the_key(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{key: value, "num_heads": 4} if key == "hidden_size" else {key: value})
