@@ -1,0 +1,155 @@
+"""Training-script tests: config overrides and their errors, a tiny run, checkpoints, resume."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import train_trm
+from train_trm import RUN_CONFIG, ConfigError, check_config, load_config, merge_config
+from trm import TRM, TRMConfig
+
+
+def tiny_run_config(tmp_path, **training) -> dict:
+    config = copy.deepcopy(RUN_CONFIG)
+    config["model"].update(hidden_size=32, T=2, n=2, N_sup=4)
+    config["data"].update(grid_size=4, n_train=300, n_test=64, givens=[8, 10], data_dir=str(tmp_path / "data"))
+    config["training"].update(runs_dir=str(tmp_path / "runs"), run_name="tiny", batch_size=16, max_steps=40,
+                              eval_every=20, log_every=5, warmup_steps=5, lr=3e-3, eval_batch_size=64)
+    config["training"].update(training)
+    return config
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+def write(tmp_path, text: str, name: str = "over.json"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_override_deep_merges(tmp_path):
+    path = write(tmp_path, '{"model": {"T": 2}, "training": {"lr": 1}}')
+    config = load_config(path)
+    assert config["model"]["T"] == 2
+    assert config["model"]["n"] == RUN_CONFIG["model"]["n"]          # untouched sibling kept
+    assert config["training"]["lr"] == 1.0 and isinstance(config["training"]["lr"], float)
+    assert RUN_CONFIG["model"]["T"] == 3                              # the default is not mutated
+
+
+def test_unknown_key_names_path_file_and_suggestion(tmp_path):
+    path = write(tmp_path, '{"model": {"hiden_size": 64}}', "tiny.json")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "tiny.json" in str(e.value)
+    assert "'model.hiden_size'" in str(e.value)
+    assert "did you mean 'hidden_size'" in str(e.value)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'trainig'.*did you mean 'training'"):
+        load_config(write(tmp_path, '{"trainig": {}}'))
+
+
+@pytest.mark.parametrize("text,where,expected", [
+    ('{"training": {"batch_size": "64"}}', "training.batch_size", "expected int, got str"),
+    ('{"training": {"batch_size": 6.5}}', "training.batch_size", "expected int, got float"),
+    ('{"training": {"ema": 1}}', "training.ema", "expected bool, got int"),
+    ('{"model": {"N_sup": true}}', "model.N_sup", "expected int, got bool"),
+    ('{"data": {"givens": [4, "x"]}}', r"data.givens\[1\]", "expected int, got str"),
+    ('{"model": 3}', "model", "expected object"),
+])
+def test_wrong_type_names_key(tmp_path, text, where, expected):
+    with pytest.raises(ConfigError, match=rf"over.json: {where}: {expected}"):
+        load_config(write(tmp_path, text))
+
+
+def test_bad_json_reports_line_and_column(tmp_path):
+    path = write(tmp_path, '{\n  "model": {"T": 2,}\n}\n')
+    with pytest.raises(ConfigError, match=r"over.json: invalid JSON at line 2, column 20"):
+        load_config(path)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.json: cannot read"):
+        load_config(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("model", "T", 0, "model.T: 0 must be >= 1"),
+    ("model", "n", 0, "model.n: 0 must be >= 1"),
+    ("training", "batch_size", 0, "training.batch_size: 0 must be >= 1"),
+    ("training", "loss", "hinge", "training.loss: 'hinge' must be one of"),
+    ("training", "dtype", "float16", "training.dtype"),
+])
+def test_impossible_values_rejected(section, key, value, expected):
+    config = merge_config(RUN_CONFIG, {section: {key: value}}, "x.json")
+    with pytest.raises(ConfigError, match=expected):
+        check_config(config, "x.json")
+
+
+def test_cli_exits_with_message_before_any_work(tmp_path, capsys):
+    path = write(tmp_path, '{"model": {"L_cycles": 6}}', "tiny.json")
+    with pytest.raises(SystemExit) as e:
+        train_trm.cli(["--config", str(path)])
+    assert "tiny.json: unknown key 'model.L_cycles'" in str(e.value.code)
+    assert not (tmp_path / "runs").exists()
+
+
+# -- a tiny run -----------------------------------------------------------------------------------
+
+def test_tiny_run_learns_and_writes_run_folder(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=120, eval_every=60)
+    result = train_trm.main(config, progress=False)
+    run_dir = tmp_path / "runs" / "tiny"
+    for name in ("best.pt", "last.pt", "config.json", "log.jsonl"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"] == config["model"] and "torch" in saved["versions"]
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(evals) == 2 and {"token_acc", "exact_acc", "blank_acc"} <= set(evals[0])
+    assert {"ce_loss", "halt_loss", "halt_target", "avg_steps", "train_exact_acc"} <= set(train[0])
+    assert np.mean([r["ce_loss"] for r in train[-3:]]) < 0.7 * np.mean([r["ce_loss"] for r in train[:3]])
+    assert result["exact_acc"] > 0.0 and result["token_acc"] > 0.5
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=20, eval_every=20)
+    result = train_trm.main(config, progress=False)
+    ckpt = train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "best.pt")
+    fresh = TRM(TRMConfig(**ckpt["model_config"]))
+    fresh.load_state_dict(ckpt["ema"])
+    import data_sudoku
+    data = data_sudoku.load_sudoku(config["data"], seed=0, progress=False)
+    dtype, _ = train_trm.pick_dtype("auto", torch.device("cpu"))
+    metrics = train_trm.evaluate(fresh, data.test_inputs, data.test_labels, 4, 64, torch.device("cpu"), dtype)
+    assert metrics["exact_acc"] == result["exact_acc"] and metrics["token_acc"] == result["token_acc"]
+    path = tmp_path / "again.pt"
+    train_trm.save_checkpoint(path, {"model": fresh.state_dict()})
+    other = TRM(TRMConfig(**ckpt["model_config"]))
+    other.load_state_dict(train_trm.load_checkpoint(path)["model"])
+    x = torch.from_numpy(data.test_inputs).long()
+    assert torch.equal(fresh.predict(x, N_sup=4).answers, other.predict(x, N_sup=4).answers)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = tiny_run_config(tmp_path / "a", max_steps=30, eval_every=15)
+    train_trm.main(full, progress=False)
+    half = tiny_run_config(tmp_path / "b", max_steps=15, eval_every=15)
+    train_trm.main(half, progress=False)
+    train_trm.main(tiny_run_config(tmp_path / "b", max_steps=30, eval_every=15), resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "runs" / "tiny" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 30
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    logs = []
+    for run in ("a", "b"):
+        lines = (tmp_path / run / "runs" / "tiny" / "log.jsonl").read_text().splitlines()
+        logs.append([(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"])
+    assert logs[0] == logs[1]
