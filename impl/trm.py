@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -162,14 +163,14 @@ class Attention(nn.Module):
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         L, B, D = h.shape
-        qkv = self.qkv(h).view(L, B, 3, self.num_heads, self.head_dim).permute(2, 1, 3, 0, 4)
+        qkv = rearrange(self.qkv(h), "l b (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = qkv.unbind(0)                                      # each (B, H, L, hd)
         if rope is not None:
             cos, sin = (t.to(q.dtype) for t in rope)                 # each (L, hd)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
         o = attention(q, k, v)                                       # (B, H, L, hd)
-        return self.out(o.permute(2, 0, 1, 3).reshape(L, B, D))
+        return self.out(rearrange(o, "b h l d -> l b (h d)"))
 
 
 class Block(nn.Module):

@@ -1,0 +1,6 @@
+"""Shared pytest setup: the scripts in impl/ import each other as top-level modules."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "impl"))

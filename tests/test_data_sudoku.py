@@ -1,0 +1,561 @@
+"""Tests of impl/data_sudoku.py: solver, generator, splits, caches, augmentation, HF loader.
+
+Uniqueness is checked with an independent brute-force counter written here, not with the module's
+solver. The Hugging Face tests build a fake hub cache in tmp_path and never touch the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import data_sudoku as ds
+
+IMPL_DIR = Path(__file__).resolve().parent.parent / "impl"
+BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+GIVENS = {4: (4, 10), 6: (12, 20), 9: (28, 32)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent reference: peers from first principles, plain backtracking (fewest options first)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def peers_of(size: int) -> list[tuple[int, ...]]:
+    br, bc = BOXES[size]
+    peers = []
+    for i in range(size * size):
+        r, c = divmod(i, size)
+        cells = {r * size + k for k in range(size)} | {k * size + c for k in range(size)}
+        r0, c0 = r // br * br, c // bc * bc
+        cells |= {(r0 + a) * size + c0 + b for a in range(br) for b in range(bc)}
+        cells.discard(i)
+        peers.append(tuple(sorted(cells)))
+    return peers
+
+
+def brute_force_count(tokens: np.ndarray, size: int, limit: int = 2) -> int:
+    """Count solutions of a token puzzle up to `limit` by simple recursive backtracking."""
+    peers = peers_of(size)
+    grid = [int(t) - 1 if t > ds.BLANK else 0 for t in tokens]
+    for i, d in enumerate(grid):
+        if d and any(grid[p] == d for p in peers[i]):
+            return 0
+
+    def count() -> int:
+        best, best_options = -1, None
+        for i, d in enumerate(grid):
+            if d == 0:
+                used = {grid[p] for p in peers[i]}
+                options = [v for v in range(1, size + 1) if v not in used]
+                if best_options is None or len(options) < len(best_options):
+                    best, best_options = i, options
+                    if len(options) <= 1:
+                        break
+        if best < 0:
+            return 1
+        total = 0
+        for v in best_options:
+            grid[best] = v
+            total += count()
+            if total >= limit:
+                break
+        grid[best] = 0
+        return total
+
+    return count()
+
+
+def is_sudoku(tokens: np.ndarray, size: int) -> bool:
+    """Reference validity check: every row, column and box holds digits 1..size once."""
+    digits = [int(t) - 1 for t in tokens]
+    peers = peers_of(size)
+    return all(1 <= d <= size for d in digits) and all(
+        digits[p] != digits[i] for i in range(size * size) for p in peers[i]
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def generated(size: int) -> dict[str, np.ndarray]:
+    n = {4: 300, 6: 120, 9: 24}[size]
+    return ds.generate_puzzles(size, n, GIVENS[size], seed=11, workers=1, progress=False)
+
+
+def to_string(tokens: np.ndarray) -> str:
+    return "".join("." if t == ds.BLANK else str(int(t) - 1) for t in tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# Token layout, parsing, printing, solving
+# ----------------------------------------------------------------------------------------------
+
+
+def test_token_layout():
+    assert (ds.PAD, ds.BLANK) == (0, 1)
+    assert [ds.vocab_size(s) for s in (4, 6, 9)] == [6, 8, 11]
+    assert [ds.box_shape(s) for s in (4, 6, 9)] == [(2, 2), (2, 3), (3, 3)]
+    with pytest.raises(ValueError, match="unsupported Sudoku size 5"):
+        ds.box_shape(5)
+
+
+def test_parse_puzzle_tokens_and_format():
+    tokens = ds.parse_puzzle("1.3. 0... \n .... ...4")
+    assert tokens.dtype == np.uint8
+    assert tokens.tolist() == [2, 1, 4, 1] + [1] * 11 + [5]
+    text = ds.format_grid(tokens, 4)
+    assert text.splitlines()[0] == "1 . | 3 ."
+    assert text.splitlines()[2] == "----+----"
+    grid6 = ds.format_grid(ds.parse_puzzle("." * 36), 6).splitlines()
+    assert grid6[0] == ". . . | . . ." and grid6[2] == "------+------" and len(grid6) == 8
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1..." + "x" + "." * 11, "bad character 'x' at position 5"),
+        ("." * 80, "expected 16, 36 or 81 cells, got 80"),
+        ("5...." + "." * 11, "digit 5 at position 1 is out of range for a 4x4"),
+        (
+            "." * 18 + "5" + "." * 5 + "5" + "." * 56,
+            r"contradictory givens: digit 5 appears twice in row 3 \(positions 19 and 25\)",
+        ),
+        ("2...2" + "." * 11, r"digit 2 appears twice in column 1 \(positions 1 and 5\)"),
+    ],
+)
+def test_parse_puzzle_errors_name_the_position(text, message):
+    with pytest.raises(ValueError, match=message):
+        ds.parse_puzzle(text)
+
+
+def test_solver_counts_all_4x4_grids_and_rates():
+    empty = np.full(16, ds.BLANK, np.uint8)
+    assert ds.count_solutions(empty, 4, limit=1000) == 288  # the known number of 4x4 grids
+    sample = ds.builtin_sample()
+    easy, easy_rating = ds.solve(sample["inputs"][0], 9)  # Wikipedia's: propagation alone
+    assert easy_rating == 0 and (easy[0] == sample["labels"][0]).all()
+    hard, hard_rating = ds.solve(sample["inputs"][4], 9)  # Inkala's needs guesses
+    assert hard_rating > 0 and len(hard) == 1 and (hard[0] == sample["labels"][4]).all()
+    clash = ds.parse_puzzle("1" + "." * 15)
+    clash[1] = 2  # a second 1 in row 1
+    assert ds.solve(clash, 4) == ([], 0)
+    rng_solutions, _ = ds.solve(empty, 4, limit=3, rng=np.random.default_rng(0))
+    assert len(rng_solutions) == 3 and all(ds.is_valid_solution(empty, s) for s in rng_solutions)
+
+
+def test_is_valid_solution_checks_givens_and_units():
+    sample = ds.builtin_sample()
+    puzzle, grid = sample["inputs"][0], sample["labels"][0]
+    assert ds.is_valid_solution(puzzle, grid)
+    other = ds.builtin_sample()["labels"][1]
+    assert not ds.is_valid_solution(puzzle, other)  # valid grid, but givens not kept
+    broken = grid.copy()
+    broken[[0, 1]] = broken[[1, 0]]  # swap two cells of a row: columns now repeat
+    assert not ds.is_valid_solution(np.full(81, ds.BLANK, np.uint8), broken)
+
+
+def test_builtin_sample_valid_and_unique():
+    sample = ds.builtin_sample()
+    assert len(sample["inputs"]) >= 8
+    assert sample["inputs"].shape == sample["labels"].shape and sample["inputs"].shape[1] == 81
+    for puzzle, solution in zip(sample["inputs"], sample["labels"]):
+        assert is_sudoku(solution, 9)
+        assert ds.is_valid_solution(puzzle, solution, 9)
+        assert brute_force_count(puzzle, 9) == 1, to_string(puzzle)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generator
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, checked", [(4, None), (6, 40), (9, 8)])
+def test_generated_puzzles_have_exactly_one_solution(size, checked):
+    data = generated(size)
+    lo, hi = GIVENS[size]
+    assert data["inputs"].dtype == np.uint8 and data["labels"].dtype == np.uint8
+    assert data["ratings"].dtype == np.int32
+    givens = (data["inputs"] > ds.BLANK).sum(axis=1)
+    assert givens.min() >= lo and givens.max() <= hi
+    for puzzle, label, rating in list(zip(data["inputs"], data["labels"], data["ratings"]))[:checked]:
+        assert is_sudoku(label, size)
+        assert ds.is_valid_solution(puzzle, label, size)
+        assert brute_force_count(puzzle, size) == 1, to_string(puzzle)
+        assert ds.solve(puzzle, size)[1] == rating
+
+
+def test_generator_is_reproducible_across_workers_and_seeds():
+    n = ds.GEN_CHUNK * 2 + 10  # several chunks
+    a = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=1, progress=False)
+    b = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=2, progress=False)
+    c = ds.generate_puzzles(6, n, (12, 20), seed=4, workers=1, progress=False)
+    for key in ("inputs", "labels", "ratings"):
+        assert a[key].tobytes() == b[key].tobytes()
+    assert not np.array_equal(a["labels"], c["labels"])
+    assert len({g.tobytes() for g in a["labels"]}) > n * 0.9  # genuinely different grids
+    prefix = ds.generate_puzzles(6, 20, (12, 20), seed=3, workers=1, progress=False)
+    assert (prefix["inputs"] == a["inputs"][:20]).all()
+
+
+def test_generator_rating_filter():
+    hard = ds.generate_puzzles(6, 6, (9, 11), min_rating=1, seed=0, workers=1, progress=False)
+    assert (hard["ratings"] >= 1).all()
+    assert all(ds.solve(p, 6)[1] >= 1 for p in hard["inputs"])
+    easy = ds.generate_puzzles(6, 20, (9, 11), max_rating=0, seed=0, workers=1, progress=False)
+    assert (easy["ratings"] == 0).all()
+
+
+def test_generator_impossible_request_raises():
+    with pytest.raises(RuntimeError, match="widen the givens range"):
+        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)  # 4x4 needs >= 4 givens
+    with pytest.raises(ValueError, match="givens"):
+        ds.generate_puzzles(4, 1, (5, 17), workers=1, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train/test split and its cache
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, n_train, n_test", [(4, 300, 100), (6, 300, 100)])
+def test_split_disjoint_classes_no_duplicates(tmp_path, size, n_train, n_test):
+    data = ds.make_generated_split(size, n_train, n_test, GIVENS[size], 0, -1, 0, tmp_path, workers=2, progress=False)
+    assert data["train_inputs"].shape == (n_train, size * size)
+    assert data["test_labels"].shape == (n_test, size * size)
+    assert data["train_ratings"].shape == (n_train,) and data["test_ratings"].dtype == np.int32
+    train_keys = {ds.canonical_key(g, size) for g in data["train_labels"]}
+    test_keys = {ds.canonical_key(g, size) for g in data["test_labels"]}
+    assert train_keys and test_keys and not train_keys & test_keys
+    assert not {g.tobytes() for g in data["train_labels"]} & {g.tobytes() for g in data["test_labels"]}
+    puzzles = [p.tobytes() for p in np.concatenate([data["train_inputs"], data["test_inputs"]])]
+    assert len(set(puzzles)) == len(puzzles)
+    for split in ("train", "test"):
+        for puzzle, label in zip(data[f"{split}_inputs"][:30], data[f"{split}_labels"][:30]):
+            assert ds.is_valid_solution(puzzle, label, size) and brute_force_count(puzzle, size) == 1
+
+
+def test_split_cache_is_reused_and_named_by_parameters(tmp_path, monkeypatch):
+    args = (6, 60, 20, (12, 20), 0, -1, 5, tmp_path)
+    first = ds.make_generated_split(*args, workers=1, progress=False)
+    path = tmp_path / "sudoku6_tr60_te20_g12-20_r0-any_s5.npz"
+    assert path.exists() and list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+    def no_generation(*_args, **_kwargs):
+        raise AssertionError("generator called although the cache exists")
+
+    monkeypatch.setattr(ds, "generate_puzzles", no_generation)
+    monkeypatch.setattr(ds, "_iter_chunks", no_generation)
+    second = ds.make_generated_split(*args, workers=1, progress=False)
+    for key in ds.SPLIT_KEYS:
+        assert np.array_equal(first[key], second[key])
+
+
+def test_split_same_seed_same_result_across_workers(tmp_path):
+    a = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "a", workers=1, progress=False)
+    b = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "b", workers=2, progress=False)
+    for key in ds.SPLIT_KEYS:
+        assert a[key].tobytes() == b[key].tobytes()
+
+
+def test_corrupt_cache_names_the_file(tmp_path):
+    path = ds.generated_cache_path(4, 10, 5, (4, 10), 0, -1, 0, tmp_path)
+    path.write_bytes(b"not a zip file")
+    with pytest.raises(RuntimeError, match=r"sudoku4_tr10_te5_g4-10_r0-any_s0\.npz.*delete it"):
+        ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path, workers=1, progress=False)
+
+
+def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "SPLIT_MAX_TRIES", 2)
+    # Only a few hundred distinct 4-given 4x4 puzzles exist per grid class.
+    with pytest.raises(RuntimeError, match="ask for fewer puzzles"):
+        ds.make_generated_split(4, 3000, 1000, (4, 4), 0, -1, 0, tmp_path, workers=1, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation and canonical keys
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [4, 6, 9])
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_augment_keeps_validity_and_changes_grids(size, seed):
+    data = generated(size)
+    inputs, labels = data["inputs"], data["labels"]
+    aug_in, aug_lab = ds.augment(inputs, labels, size, np.random.default_rng(seed))
+    assert aug_in.shape == inputs.shape and aug_in.dtype == inputs.dtype
+    for puzzle, label in zip(aug_in, aug_lab):
+        assert is_sudoku(label, size)
+        assert ds.is_valid_solution(puzzle, label, size)
+    assert ((aug_in == ds.BLANK).sum(axis=1) == (inputs == ds.BLANK).sum(axis=1)).all()
+    changed = (aug_lab != labels).any(axis=1).mean()
+    assert changed > 0.8
+    again = ds.augment(inputs, labels, size, np.random.default_rng(seed))
+    assert (again[0] == aug_in).all() and (again[1] == aug_lab).all()
+
+
+def test_augment_keeps_pad_and_rejects_bad_shapes():
+    data = generated(4)
+    inputs = data["inputs"][:8].copy()
+    inputs[:, 0] = ds.PAD
+    out, _ = ds.augment(inputs, data["labels"][:8], 4, np.random.default_rng(0))
+    assert ((out == ds.PAD).sum(axis=1) == 1).all()
+    with pytest.raises(ValueError, match=r"shape \[B, 36\]"):
+        ds.augment(inputs, data["labels"][:8], 6, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("size, transposes", [(4, True), (6, False), (9, True)])
+def test_augment_transposes_only_square_boxes(size, transposes):
+    # Give only row 1 (blanks are never relabelled): afterwards the givens fill a row or a column.
+    labels = np.repeat(generated(size)["labels"][:1], 200, axis=0)
+    inputs = labels.copy()
+    inputs[:, size:] = ds.BLANK
+    out, _ = ds.augment(inputs, labels, size, np.random.default_rng(2))
+    given = (out > ds.BLANK).reshape(-1, size, size)
+    as_row = (given.sum(axis=2) == size).any(axis=1)
+    as_col = (given.sum(axis=1) == size).any(axis=1)
+    assert (as_row ^ as_col).all()
+    assert as_col.any() == transposes
+    if transposes:
+        assert 0.3 < as_col.mean() < 0.7
+
+
+@pytest.mark.parametrize("size", [4, 6])
+def test_canonical_key_invariant_under_augment(size):
+    labels = generated(size)["labels"][:20]
+    keys = [ds.canonical_key(g, size) for g in labels]
+    for seed in range(3):
+        _, aug = ds.augment(labels, labels, size, np.random.default_rng(seed))
+        assert [ds.canonical_key(g, size) for g in aug] == keys
+
+
+def test_canonical_key_9x9_relabelling_and_4x4_classes():
+    grid = ds.builtin_sample()["labels"][0]
+    relabel = np.array([0, 1] + list(np.random.default_rng(0).permutation(9) + 2), dtype=np.uint8)
+    assert ds.canonical_key(relabel[grid], 9) == ds.canonical_key(grid, 9)
+    assert ds.canonical_key(grid, 9) != ds.canonical_key(ds.builtin_sample()["labels"][1], 9)
+    empty = np.full(16, ds.BLANK, np.uint8)
+    all_grids, _ = ds.solve(empty, 4, limit=1000)
+    assert len(all_grids) == 288
+    assert len({ds.canonical_key(g, 4) for g in all_grids}) == 2  # 4x4 has 2 essentially different grids
+    with pytest.raises(ValueError, match="not a complete valid 4x4 grid"):
+        ds.canonical_key(empty, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face loader against a fake hub cache
+# ----------------------------------------------------------------------------------------------
+
+REPO = "owner/sudoku-test"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HEADER = "source,question,answer,rating"
+
+
+def sample_rows() -> list[list[str]]:
+    sample = ds.builtin_sample()
+    return [
+        ["builtin", to_string(p), to_string(s), str(k)]
+        for k, (p, s) in enumerate(zip(sample["inputs"], sample["labels"]))
+    ]
+
+
+def write_hub_cache(root: Path, train_rows: list[list[str]], test_rows: list[list[str]], header: str = HEADER,
+                    repo_id: str = REPO) -> Path:
+    """Lay files out as huggingface_hub does: refs/main holds the commit, snapshots/<commit>/ the files."""
+    owner, name = repo_id.split("/")
+    repo = root / f"datasets--{owner}--{name}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)  # no trailing newline, like the hub writes it
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name_, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
+        (snapshot / name_).write_text("\n".join([header] + [",".join(r) for r in rows]) + "\n")
+    return snapshot
+
+
+def load(tmp_path: Path, data_dir: str = "data", **kwargs) -> dict:
+    kwargs.setdefault("progress", False)
+    return ds.load_hf(REPO, data_dir=tmp_path / data_dir, cache_dir=tmp_path / "hub", local_files_only=True, **kwargs)
+
+
+def test_hf_loader_parses_rows(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    out = load(tmp_path)
+    sample = ds.builtin_sample()
+    assert set(out) == set(ds.SPLIT_KEYS)
+    assert out["train_inputs"].dtype == np.uint8 and out["train_ratings"].dtype == np.int32
+    assert (out["train_inputs"] == sample["inputs"]).all() and (out["train_labels"] == sample["labels"]).all()
+    assert out["train_ratings"].tolist() == list(range(len(rows)))
+    assert (out["test_inputs"] == sample["inputs"][:4]).all()
+
+
+def test_hf_subset_is_seeded(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    a = load(tmp_path, "a", train_subset=4, seed=0)
+    b = load(tmp_path, "b", train_subset=4, seed=0)
+    assert a["train_ratings"].tolist() == b["train_ratings"].tolist()
+    assert len(a["train_ratings"]) == 4 and len(a["test_ratings"]) == 4
+    assert a["train_ratings"].tolist() == sorted(a["train_ratings"].tolist())  # file order kept
+    others = [load(tmp_path, f"s{s}", train_subset=4, seed=s)["train_ratings"].tolist() for s in range(1, 4)]
+    assert any(o != a["train_ratings"].tolist() for o in others)
+    sample = ds.builtin_sample()
+    assert (a["train_labels"] == sample["labels"][a["train_ratings"]]).all()  # rating = row index here
+
+
+def test_hf_cache_is_reused_and_force_download_rebuilds(tmp_path):
+    rows = sample_rows()
+    snapshot = write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    first = load(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "hf_owner--sudoku-test_test_sub0_r0_s0.npz",
+        "hf_owner--sudoku-test_train_sub0_r0_s0.npz",
+    ]
+    (snapshot / "train.csv").write_text("\n".join([HEADER] + [",".join(r) for r in rows[:3]]) + "\n")
+    assert len(load(tmp_path)["train_inputs"]) == len(rows)  # cache, not the changed CSV
+    rebuilt = load(tmp_path, force_download=True)  # offline: re-reads the local CSV
+    assert len(rebuilt["train_inputs"]) == 3
+    for path in snapshot.iterdir():
+        path.unlink()
+    again = load(tmp_path)  # no CSV at all: the .npz alone suffices
+    assert (again["train_inputs"] == rebuilt["train_inputs"]).all()
+    assert (again["test_labels"] == first["test_labels"]).all()
+
+
+def test_hf_min_rating_filters(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows)
+    out = load(tmp_path, min_rating=6)
+    assert out["train_ratings"].tolist() == list(range(6, len(rows)))
+    assert (out["train_inputs"] == ds.builtin_sample()["inputs"][6:]).all()
+
+
+def bad_row(kind: str) -> list[str]:
+    source, question, answer, rating = sample_rows()[0]
+    if kind == "wrong length":
+        question = question[:80]
+    elif kind == "bad character":
+        question = question[:11] + "x" + question[12:]
+    elif kind == "contradicts givens":
+        answer = sample_rows()[1][2]  # a valid grid, but not this puzzle's: cell 1 (given 5) differs
+    elif kind == "invalid answer":
+        j = question.index(".")  # change a non-given cell: givens kept, grid broken
+        answer = answer[:j] + str(int(answer[j]) % 9 + 1) + answer[j + 1 :]
+    return [source, question, answer, rating]
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("wrong length", "question has 80 characters"),
+        ("bad character", "bad character 'x' at position 12"),
+        ("contradicts givens", "answer contradicts its givens: position 1"),
+        ("invalid answer", "answer is not a valid Sudoku grid"),
+    ],
+)
+def test_hf_bad_rows_raise_or_skip(tmp_path, capsys, kind, message):
+    rows = sample_rows()
+    train = rows[:3] + [bad_row(kind)] + rows[3:]  # the bad row is on line 5 (header is line 1)
+    write_hub_cache(tmp_path / "hub", train, rows[:2])
+    with pytest.raises(ValueError, match=rf"train\.csv line 5: {message}"):
+        load(tmp_path)
+    out = load(tmp_path, skip_bad_rows=True)
+    assert len(out["train_inputs"]) == len(rows)
+    assert "skipped 1 bad rows" in capsys.readouterr().err
+
+
+def test_hf_missing_column_always_raises(tmp_path):
+    rows = [r[:3] for r in sample_rows()]
+    write_hub_cache(tmp_path / "hub", rows, rows, header="source,question,answer")
+    for skip in (False, True):
+        with pytest.raises(ValueError, match=r"train\.csv line 1: .*lacks column\(s\) \['rating'\]"):
+            load(tmp_path, skip_bad_rows=skip)
+
+
+def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
+    (tmp_path / "hub").mkdir()
+    with pytest.raises(FileNotFoundError, match="hf download nobody/missing --repo-type dataset"):
+        ds.load_hf("nobody/missing", data_dir=tmp_path / "data", cache_dir=tmp_path / "hub",
+                   local_files_only=True, progress=False)
+
+
+def test_hf_offline_env_in_subprocess(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(IMPL_DIR)!r})
+        import data_sudoku as ds
+        out = ds.load_hf({REPO!r}, data_dir={str(tmp_path / "data")!r}, progress=False)
+        print("shapes", out["train_inputs"].shape, out["test_inputs"].shape)
+        cfg = dict(source="hf", use_builtin_sample=False, grid_size=6, n_train=1, n_test=1, givens=[1, 2],
+                   min_rating=2, max_rating=-1, repo_id={REPO!r}, splits=["train", "test"], train_subset=3,
+                   test_subset=0, force_download=False, skip_bad_rows=False, data_dir={str(tmp_path / "d2")!r},
+                   augment=True)
+        data = ds.load_sudoku(cfg, seed=0, progress=False)
+        print("dispatch", data.size, data.train_inputs.shape, data.test_inputs.shape, data.description)
+        try:
+            ds.load_hf("nobody/missing", data_dir={str(tmp_path / "data")!r}, progress=False)
+        except FileNotFoundError as e:
+            print("missing", e)
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "shapes (10, 81) (4, 81)" in result.stdout
+    assert "dispatch 9 (3, 81) (2, 81)" in result.stdout  # test rows 0..3 with rating >= 2
+    assert "hf download nobody/missing --repo-type dataset" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatcher
+# ----------------------------------------------------------------------------------------------
+
+
+def base_cfg(tmp_path: Path, **changes) -> dict:
+    cfg = {
+        "source": "generated", "use_builtin_sample": False, "grid_size": 4, "n_train": 40, "n_test": 10,
+        "givens": [4, 10], "min_rating": 0, "max_rating": -1, "repo_id": "sapientinc/sudoku-extreme",
+        "splits": ["train", "test"], "train_subset": 1000, "test_subset": 1000, "force_download": False,
+        "skip_bad_rows": False, "data_dir": str(tmp_path / "data"), "augment": True,
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def test_load_sudoku_generated_and_builtin(tmp_path):
+    data = ds.load_sudoku(base_cfg(tmp_path), seed=0, progress=False)
+    assert isinstance(data, ds.SudokuData) and data.size == 4
+    assert data.train_inputs.shape == (40, 16) and data.test_labels.shape == (10, 16)
+    assert data.description == "generated 4x4, 40 train / 10 test, 4-10 givens"
+    builtin = ds.load_sudoku(base_cfg(tmp_path, source="hf", use_builtin_sample=True), seed=0, progress=False)
+    assert builtin.size == 9 and len(builtin.train_inputs) == len(builtin.test_inputs) >= 8
+    assert "not held-out" in builtin.description
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"grid_size": 5}, "data.grid_size: 5 is not one of 4, 6, 9"),
+        ({"givens": [10, 5]}, "data.givens"),
+        ({"givens": [4, 17]}, "data.givens"),
+        ({"source": "kaggle"}, "data.source: 'kaggle' is not one of builtin, generated, hf"),
+        ({"max_rating": 0, "min_rating": 2}, "data.max_rating"),
+        ({"source": "hf", "splits": ["train"]}, "data.splits"),
+    ],
+)
+def test_load_sudoku_rejects_bad_values(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        ds.load_sudoku(base_cfg(tmp_path, **changes), seed=0, progress=False)
