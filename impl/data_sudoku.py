@@ -1171,8 +1171,17 @@ def _cfg(cfg: dict, key: str) -> Any:
     return cfg[key]
 
 
-def _check_cfg(cfg: dict, source: str) -> None:
+def data_source(cfg: dict) -> str:
+    """The source a data config selects: use_builtin_sample=True overrides data.source."""
+    source = "builtin" if _cfg(cfg, "use_builtin_sample") else _cfg(cfg, "source")
+    if source not in ("builtin", "generated", "hf"):
+        raise ValueError(f"data.source: {source!r} is not one of builtin, generated, hf")
+    return source
+
+
+def check_data_config(cfg: dict) -> None:
     """Range checks on the values the chosen source uses (types are checked by the caller)."""
+    source = data_source(cfg)
     if source == "generated":
         size = _cfg(cfg, "grid_size")
         if size not in SIZES:
@@ -1204,10 +1213,8 @@ def _check_cfg(cfg: dict, source: str) -> None:
 
 def load_sudoku(cfg: dict, seed: int, progress: bool = True) -> SudokuData:
     """Build or load the data set described by the `data` section of a run config."""
-    source = "builtin" if _cfg(cfg, "use_builtin_sample") else _cfg(cfg, "source")
-    if source not in ("builtin", "generated", "hf"):
-        raise ValueError(f"data.source: {source!r} is not one of builtin, generated, hf")
-    _check_cfg(cfg, source)
+    check_data_config(cfg)
+    source = data_source(cfg)
 
     if source == "builtin":
         sample = builtin_sample()

@@ -189,7 +189,8 @@ def check_config(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: {key}: {config[section][name]!r} {why}")
     try:
         model_config(config, seq_len=1, vocab_size=2)
-    except ValueError as e:  # TRMConfig names the key: "model.T: 0 must be >= 1"
+        data_sudoku.check_data_config(d)
+    except ValueError as e:  # both name the key: "model.T: 0 must be >= 1"
         raise ConfigError(f"{source}: {e}") from None
 
 
@@ -347,6 +348,23 @@ def load_checkpoint(path: Path) -> dict:
         raise RuntimeError(f"{path}: checkpoint is corrupt or incomplete ({type(e).__name__}: {e})") from None
 
 
+RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt")
+
+
+def keep_previous_run(run_dir: Path) -> None:
+    """A fresh run in a folder that holds one moves the old files to <run_dir>/previous/."""
+    old = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    if not old:
+        return
+    previous = run_dir / "previous"
+    previous.mkdir(exist_ok=True)
+    for name in RUN_FILES:  # files of an even older run must not mix with the ones moved now
+        (previous / name).unlink(missing_ok=True)
+    for path in old:
+        os.replace(path, previous / path.name)
+    print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
+
+
 def rng_state() -> dict:
     """Global RNG states, in types that torch.load(weights_only=True) accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -441,14 +459,13 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
     else:
+        keep_previous_run(run_dir)
         resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                            "numpy": np.__version__}}
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         print0("config:", json.dumps(config))
 
     log_path = run_dir / "log.jsonl"
-    if not resume and log_path.exists():
-        log_path.unlink()
 
     def log(record: dict) -> None:
         with open(log_path, "a") as f:

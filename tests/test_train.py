@@ -82,6 +82,9 @@ def test_missing_config_file_is_named(tmp_path):
     ("training", "batch_size", 0, "training.batch_size: 0 must be >= 1"),
     ("training", "loss", "hinge", "training.loss: 'hinge' must be one of"),
     ("training", "dtype", "float16", "training.dtype"),
+    ("data", "grid_size", 5, "data.grid_size: 5 is not one of 4, 6, 9"),
+    ("data", "givens", [20, 10], "data.givens"),
+    ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),
 ])
 def test_impossible_values_rejected(section, key, value, expected):
     config = merge_config(RUN_CONFIG, {section: {key: value}}, "x.json")
@@ -153,3 +156,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         lines = (tmp_path / run / "runs" / "tiny" / "log.jsonl").read_text().splitlines()
         logs.append([(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"])
     assert logs[0] == logs[1]
+
+
+def test_fresh_run_moves_previous_run_aside(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=5, eval_every=5)
+    train_trm.main(config, progress=False)
+    run_dir = tmp_path / "runs" / "tiny"
+    first = (run_dir / "last.pt").read_bytes()
+    train_trm.main(tiny_run_config(tmp_path, max_steps=3, eval_every=3), progress=False)
+    assert (run_dir / "previous" / "last.pt").read_bytes() == first
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 3
