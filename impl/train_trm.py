@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
+from evaluate import evaluate  # noqa: E402  (metrics shared with impl/evaluate.py)
 from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
 
 RUN_CONFIG = {
@@ -39,8 +40,8 @@ RUN_CONFIG = {
         "num_layers": 2,             # blocks in the tiny network f (paper: 2)
         "num_heads": 2,              # attention heads (unused with mlp_t)
         "expansion": 4.0,            # SwiGLU width factor
-        "T": 3,                      # T in paper: cycles per supervision step, the first T-1 without grad
-        "n": 6,                      # n in paper: latent updates z <- f(x + y + z) per cycle
+        "T": 2,                      # T in paper (3): cycles per supervision step, the first T-1 without grad
+        "n": 3,                      # n in paper (6): latent updates z <- f(x + y + z) per cycle
         "N_sup": 16,                 # N_sup in paper: max supervision steps per puzzle
         "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
         "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)
@@ -71,7 +72,7 @@ RUN_CONFIG = {
         "runs_dir": "runs",          # parent folder of run folders
         "seed": 0,                   # seed of init, data order, augmentation and halting exploration
         "batch_size": 64,            # puzzles in flight (slots)
-        "max_steps": 600,            # optimizer steps; each is one supervision step for every slot
+        "max_steps": 700,            # optimizer steps; each is one supervision step for every slot
         "time_limit_min": 0.0,       # stop (and save) after this many minutes; 0: no limit
         "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
         "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
@@ -84,7 +85,7 @@ RUN_CONFIG = {
         "halt_loss_weight": 0.5,     # weight of the halting BCE, as in the official code
         "ema": True,                 # keep an EMA of the weights for evaluation and best.pt
         "ema_decay": 0.999,          # EMA decay (paper: 0.999), warmed up as min(decay, (1+t)/(10+t))
-        "eval_every": 200,           # held-out evaluation every this many steps (and at the end)
+        "eval_every": 100,           # held-out evaluation every this many steps (and at the end)
         "eval_batch_size": 256,      # puzzles per evaluation batch
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluate on at most this many held-out puzzles (0: all)
@@ -306,32 +307,6 @@ def lr_at(step: int, t: dict) -> float:
     return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-@torch.no_grad()
-def evaluate(model: TRM, inputs: np.ndarray, labels: np.ndarray, N_sup: int, batch_size: int,
-             device: torch.device, dtype: torch.dtype, progress: bool = False) -> dict:
-    """Held-out metrics after N_sup supervision steps: token accuracy (all cells), blank-cell
-    accuracy, exact (whole-puzzle) accuracy and the halting head's accuracy on "is it right"."""
-    was_training = model.training
-    model.eval()
-    cells = blank_hits = blanks = exact = halt_right = 0
-    total = len(inputs)
-    for start in tqdm(range(0, total, batch_size), desc="eval", leave=False, disable=not progress):
-        x = torch.from_numpy(inputs[start:start + batch_size]).long().to(device)
-        y_true = torch.from_numpy(labels[start:start + batch_size]).long().to(device)
-        pred = model.predict(x, N_sup=N_sup, dtype=dtype)
-        hit = pred.answers == y_true
-        blank = x == data_sudoku.BLANK
-        solved = hit.all(dim=1)
-        cells += int(hit.sum())
-        blank_hits += int((hit & blank).sum())
-        blanks += int(blank.sum())
-        exact += int(solved.sum())
-        halt_right += int(((pred.confidence > 0.5) == solved).sum())
-    model.train(was_training)
-    return {"token_acc": cells / (total * inputs.shape[1]), "blank_acc": blank_hits / max(1, blanks),
-            "exact_acc": exact / total, "halt_acc": halt_right / total, "n": total}
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -384,6 +359,17 @@ def set_rng_state(state: dict) -> None:
 # Training
 
 
+def trm_step(model: torch.nn.Module, slots: "Slots", config: dict) -> tuple:
+    """One supervision step of plain TRM: (new carry, logits, halting logit, extra loss, extra logs).
+    Scripts built on this loop (train_trm_jepa.py) pass their own step and model builder to main()."""
+    carry, logits, q_logit = model(slots.inputs, slots.carry)
+    return carry, logits, q_logit, None, {}
+
+
+def build_trm(mcfg: TRMConfig, config: dict) -> torch.nn.Module:
+    return TRM(mcfg)
+
+
 @dataclass
 class Slots:
     """The puzzles in flight: tokens, labels, carry and supervision steps taken, per slot."""
@@ -394,12 +380,19 @@ class Slots:
     halted: torch.Tensor   # (B,) bool: this slot takes a new puzzle before the next step
 
 
+WINDOW_KEYS = ("loss", "ce", "halt", "halt_target", "n", "done", "exact", "token", "steps")  # per log interval
+
+
 def print0(*args) -> None:
     tqdm.write(" ".join(str(a) for a in args))
 
 
-def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
-    """Train with a full config (RUN_CONFIG merged with overrides). Returns the final metrics."""
+def main(config: dict, resume: bool = False, progress: bool = True,
+         build_model=build_trm, step_fn=trm_step) -> dict:
+    """Train with a full config (RUN_CONFIG merged with overrides). Returns the final metrics.
+
+    build_model(model_config, config) makes the model (a TRM or a subclass); step_fn(model, slots,
+    config) runs one supervision step (see trm_step); both let other scripts reuse this loop."""
     check_config(config)
     m_cfg, d_cfg, t_cfg = config["model"], config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
@@ -417,7 +410,7 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
     random.seed(t_cfg["seed"])
     np.random.seed(t_cfg["seed"])
     torch.manual_seed(t_cfg["seed"])
-    model = TRM(mcfg).to(device)
+    model = build_model(mcfg, config).to(device)
     print0(f"model: {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     decay, no_decay = [], []
@@ -491,7 +484,7 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
     def run_eval() -> dict:
         return evaluate(eval_model, test_inputs, test_labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype)
 
-    window = {"ce": 0.0, "halt": 0.0, "halt_target": 0.0, "n": 0, "done": 0, "exact": 0, "token": 0.0, "steps": 0}
+    window = dict.fromkeys(WINDOW_KEYS, 0)
     t_start = time.time()
     time_limit = t_cfg["time_limit_min"] * 60
     metrics: dict = {}
@@ -513,13 +506,15 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
             group["lr"] = lr
 
         # 3. One supervision step: forward through T cycles, backward through the last one.
-        carry, logits, q_logit = model(slots.inputs, slots.carry)
+        carry, logits, q_logit, extra_loss, extra_logs = step_fn(model, slots, config)
         ce = loss_fn(logits, slots.labels).mean()
         with torch.no_grad():
             hits = logits.argmax(dim=-1) == slots.labels
             solved = hits.all(dim=1)
         halt_loss = F.binary_cross_entropy_with_logits(q_logit, solved.float())
         loss = ce + t_cfg["halt_loss_weight"] * halt_loss
+        if extra_loss is not None:
+            loss = loss + extra_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
         loss.backward()
@@ -543,6 +538,7 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
                 halted = (halted | (q_logit.detach() > 0)) & (slots.steps >= min_steps.to(device))
             slots.halted = halted
             done = halted.sum().item()
+            window["loss"] += loss.item()
             window["ce"] += ce.item()
             window["halt"] += halt_loss.item()
             window["halt_target"] += solved.float().mean().item()
@@ -551,6 +547,8 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
             window["exact"] += int((solved & halted).sum())
             window["token"] += float(hits.float().mean(dim=1)[halted].sum())
             window["steps"] += int(slots.steps[halted].sum())
+            for key, value in extra_logs.items():
+                window[key] = window.get(key, 0.0) + float(value)
 
         bar.update(1)
         elapsed = elapsed_before + time.time() - t_start
@@ -558,18 +556,20 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
         if step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
             n, d = window["n"], max(1, window["done"])
             record = {"step": step, "time_s": round(elapsed, 1), "lr": lr,
-                      "loss": (window["ce"] + t_cfg["halt_loss_weight"] * window["halt"]) / n,
+                      "loss": window["loss"] / n,
                       "ce_loss": window["ce"] / n, "halt_loss": window["halt"] / n,
                       "halt_target": window["halt_target"] / n, "train_token_acc": window["token"] / d,
                       "train_exact_acc": window["exact"] / d, "avg_steps": window["steps"] / d,
-                      "finished": window["done"]}
+                      "finished": window["done"],
+                      **{k: window[k] / n for k in window if k not in WINDOW_KEYS}}
             bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
+            extra = "".join(f", {k} {record[k]:.4f}" for k in window if k not in WINDOW_KEYS)
             print0(f"step {step:6d} | loss {record['loss']:.4f} (ce {record['ce_loss']:.4f}, halt "
-                   f"{record['halt_loss']:.4f}) | train token {record['train_token_acc']:.3f} exact "
+                   f"{record['halt_loss']:.4f}{extra}) | train token {record['train_token_acc']:.3f} exact "
                    f"{record['train_exact_acc']:.3f} | halt target {record['halt_target']:.3f} | "
                    f"steps {record['avg_steps']:.1f} | {elapsed:.0f}s")
             log({"kind": "train", **record})
-            window = {k: 0 for k in window}
+            window = dict.fromkeys(WINDOW_KEYS, 0)
 
         if step % t_cfg["eval_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
             metrics = run_eval()

@@ -317,17 +317,21 @@ class TRM(nn.Module):
         q_in = y[0] if p > 0 else y.mean(dim=0)  # deviation when n_prefix=0: mean over cells
         return logits, self.q_head(q_in).squeeze(-1).float()
 
-    def forward(self, inputs: torch.Tensor, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        """One supervision step (deep recursion): T cycles, gradient through the last one only.
-
-        Returns the new carry (detached), output logits (B, seq_len, V) and the halting logit (B,).
-        """
+    def deep_recursion(self, inputs: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, torch.Tensor]:
+        """T cycles from the carry; returns (y, z) after the last one, the only one with gradient."""
         y, z = carry.y, carry.z
         x = self.input_embedding(inputs).to(y.dtype)
         with torch.no_grad():                                           # T-1 cycles without gradient
             for _ in range(self.config.T - 1):
                 y, z = self.latent_recursion(x, y, z)
-        y, z = self.latent_recursion(x, y, z)                           # the last cycle carries gradient
+        return self.latent_recursion(x, y, z)                           # the last cycle carries gradient
+
+    def forward(self, inputs: torch.Tensor, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """One supervision step: deep recursion, then the heads.
+
+        Returns the new carry (detached), output logits (B, seq_len, V) and the halting logit (B,).
+        """
+        y, z = self.deep_recursion(inputs, carry)
         logits, q_logit = self.heads(y)
         return Carry(y.detach(), z.detach()), logits, q_logit
 

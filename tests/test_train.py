@@ -30,12 +30,13 @@ def write(tmp_path, text: str, name: str = "over.json"):
 
 
 def test_override_deep_merges(tmp_path):
-    path = write(tmp_path, '{"model": {"T": 2}, "training": {"lr": 1}}')
+    default_T = RUN_CONFIG["model"]["T"]
+    path = write(tmp_path, '{"model": {"T": 7}, "training": {"lr": 1}}')
     config = load_config(path)
-    assert config["model"]["T"] == 2
+    assert config["model"]["T"] == 7
     assert config["model"]["n"] == RUN_CONFIG["model"]["n"]          # untouched sibling kept
     assert config["training"]["lr"] == 1.0 and isinstance(config["training"]["lr"], float)
-    assert RUN_CONFIG["model"]["T"] == 3                              # the default is not mutated
+    assert RUN_CONFIG["model"]["T"] == default_T                      # the default is not mutated
 
 
 def test_unknown_key_names_path_file_and_suggestion(tmp_path):
