@@ -1,0 +1,198 @@
+"""Measure TRM training and inference speed, model FLOP utilisation and peak memory.
+
+    python impl/bench.py                                   # 9x9, D=128 and 256, mlp_t and attention, fp32 and bf16
+    python impl/bench.py --hidden 256 --variants mlp_t --dtypes bfloat16 --json bench.json
+
+For each configuration it times training steps (forward through T cycles, backward through the
+last, AdamW step: one supervision step) and inference (puzzles per second at --infer-steps
+supervision steps), after warm-up, as the median over --repeats. Model FLOPs are counted from the
+shapes (matrix products only, see model_flops) and divided by the measured time; the machine's
+peak is measured in the same run with a large matrix product of the same dtype, so the model
+FLOP utilisation (MFU) compares like with like. Puzzles are random tokens: speed does not depend
+on their content.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_trm import pick_device  # noqa: E402
+from trm import TRM, TRMConfig, softmax_cross_entropy, swiglu_width  # noqa: E402
+
+
+def model_flops(cfg: TRMConfig, batch: int) -> dict:
+    """FLOPs of one supervision step, counting matrix products only (2 FLOPs per multiply-add).
+
+    One call of f runs num_layers blocks; a block is the mixer (attention: qkv, scores, weighted
+    sum, output projection; mlp_t: gate+up and down across the sequence) plus the SwiGLU over the
+    hidden dimension. A supervision step calls f T*(n+1) times forward; the last cycle's n+1
+    calls are also back-propagated, at twice the forward cost (input and weight gradients).
+    Elementwise work (norms, activations, rotary) is left out, as is usual for MFU.
+    """
+    L, B, D = cfg.total_len, batch, cfg.hidden_size
+    W = swiglu_width(D, cfg.expansion)
+    tokens = L * B
+    if cfg.mlp_t:
+        Wt = swiglu_width(L, cfg.expansion)
+        mixer = 2 * (2 * Wt) * L * (B * D) + 2 * L * Wt * (B * D)
+    else:
+        mixer = 2 * tokens * D * 3 * D + 2 * tokens * D * D + 2 * 2 * B * L * L * D
+    ffn = 2 * tokens * D * 2 * W + 2 * tokens * W * D
+    per_call = cfg.num_layers * (mixer + ffn)
+    heads = 2 * B * cfg.seq_len * D * cfg.vocab_size + 2 * B * D
+    forward = cfg.T * (cfg.n + 1) * per_call + heads
+    train = forward + 2 * ((cfg.n + 1) * per_call + heads)
+    return {"forward": forward, "train": train, "per_f_call": per_call}
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, seconds: float = 1.0) -> float:
+    """Measured FLOP/s of a large square matrix product."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    sync(device)
+    return 2 * size ** 3 * reps / (time.perf_counter() - t0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device, repeats: int,
+              steps_per_repeat: int, infer_steps: int, compile_net: bool) -> dict:
+    torch.manual_seed(0)
+    model = TRM(cfg).to(device)
+    if compile_net:
+        model.net.compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len), device=device)
+    labels = torch.randint(2, cfg.vocab_size, (batch, cfg.seq_len), device=device)
+    carry = model.initial_carry(batch, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def train_step(carry):
+        carry, logits, q = model(inputs, carry)
+        solved = (logits.argmax(-1) == labels).all(1).float()
+        loss = softmax_cross_entropy(logits, labels).mean() + 0.5 * F.binary_cross_entropy_with_logits(q, solved)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return carry
+
+    t_compile = time.perf_counter()
+    for _ in range(2):  # warm-up (and compilation, when asked for)
+        carry = train_step(carry)
+    sync(device)
+    warmup_s = time.perf_counter() - t_compile
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps_per_repeat):
+            carry = train_step(carry)
+        sync(device)
+        times.append((time.perf_counter() - t0) / steps_per_repeat)
+    step_s = statistics.median(times)
+
+    model.eval()
+    model.predict(inputs, N_sup=1, dtype=dtype)
+    infer = []
+    for _ in range(max(1, repeats // 2)):
+        sync(device)
+        t0 = time.perf_counter()
+        model.predict(inputs, N_sup=infer_steps, dtype=dtype)
+        sync(device)
+        infer.append(time.perf_counter() - t0)
+    flops = model_flops(cfg, batch)
+    return {
+        "train_step_ms": 1000 * step_s,
+        "sup_steps_per_s": 1 / step_s,
+        "puzzle_steps_per_s": batch / step_s,
+        "train_tflops": flops["train"] / step_s / 1e12,
+        "infer_puzzles_per_s": batch / statistics.median(infer),
+        "infer_tflops": flops["forward"] * infer_steps / statistics.median(infer) / 1e12,
+        "gflop_per_step": flops["train"] / 1e9,
+        "warmup_s": warmup_s,
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", type=int, default=9, choices=(4, 6, 9), help="Sudoku size: sequence of grid*grid cells")
+    p.add_argument("--hidden", default="128,256", help="comma-separated hidden sizes D")
+    p.add_argument("--variants", default="mlp_t,attention", help="comma-separated: mlp_t, attention")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated compute dtypes")
+    p.add_argument("--batch", type=int, default=64, help="puzzles per batch")
+    p.add_argument("--T", type=int, default=3, help="T in paper: cycles per supervision step")
+    p.add_argument("--n", type=int, default=6, help="n in paper: latent updates per cycle")
+    p.add_argument("--layers", type=int, default=2, help="blocks in f")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median is reported)")
+    p.add_argument("--steps-per-repeat", type=int, default=3, help="training steps per timed repeat")
+    p.add_argument("--infer-steps", type=int, default=16, help="supervision steps per inference call")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the tiny network")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, why = pick_device(args.device)
+    print(f"device {device} ({why}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"python {platform.python_version()}, {platform.processor() or platform.machine()}")
+    dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
+    peaks = {dt: matmul_peak(dt, device) for dt in dtypes}
+    for dt, peak in peaks.items():
+        print(f"measured matmul peak ({str(dt)[6:]}, 2048^3): {peak / 1e12:.3f} TFLOP/s")
+    rows = []
+    header = (f"{'variant':<9} {'D':>4} {'dtype':<8} {'step ms':>8} {'sup st/s':>8} {'puz*st/s':>8} "
+              f"{'TFLOP/s':>7} {'MFU':>5} {'infer puz/s':>11} {'GFLOP/st':>8} {'peak MB':>8} {'warmup s':>8}")
+    print(header)
+    for variant in args.variants.split(","):
+        for hidden in (int(h) for h in args.hidden.split(",")):
+            for dt in dtypes:
+                cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
+                                num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
+                                mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope")
+                r = bench_one(cfg, args.batch, dt, device, args.repeats, args.steps_per_repeat,
+                              args.infer_steps, args.compile)
+                r.update(variant=variant, hidden=hidden, dtype=str(dt)[6:], batch=args.batch, grid=args.grid,
+                         T=args.T, n=args.n, compile=args.compile, device=str(device),
+                         peak_tflops=peaks[dt] / 1e12, mfu=r["train_tflops"] * 1e12 / peaks[dt])
+                rows.append(r)
+                print(f"{variant:<9} {hidden:>4} {r['dtype']:<8} {r['train_step_ms']:>8.1f} "
+                      f"{r['sup_steps_per_s']:>8.2f} {r['puzzle_steps_per_s']:>8.1f} {r['train_tflops']:>7.3f} "
+                      f"{r['mfu']:>5.0%} {r['infer_puzzles_per_s']:>11.1f} {r['gflop_per_step']:>8.1f} "
+                      f"{r['peak_mem_mb']:>8.0f} {r['warmup_s']:>8.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
