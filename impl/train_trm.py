@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
+import distributed  # noqa: E402
 from evaluate import evaluate  # noqa: E402  (metrics shared with impl/evaluate.py)
 from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
 
@@ -203,7 +204,10 @@ def model_config(config: dict, seq_len: int, vocab_size: int) -> TRMConfig:
 # Device and dtype
 
 
-def pick_device(name: str) -> tuple[torch.device, str]:
+def pick_device(name: str, local_rank: int = 0) -> tuple[torch.device, str]:
+    """The device for name; under torchrun, "auto" and "cuda" mean this process's own GPU."""
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
     if name != "auto":
         try:
             device = torch.device(name)
@@ -215,7 +219,7 @@ def pick_device(name: str) -> tuple[torch.device, str]:
             raise ConfigError(f"training.device: {name!r} asked for, but MPS is not available here")
         return device, "set in the config"
     if torch.cuda.is_available():
-        return torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name()})"
+        return torch.device(f"cuda:{local_rank}"), f"auto: CUDA is available ({torch.cuda.get_device_name(local_rank)})"
     if torch.backends.mps.is_available():
         return torch.device("mps"), "auto: Apple MPS is available"
     return torch.device("cpu"), "auto: no CUDA or MPS device found"
@@ -384,7 +388,9 @@ WINDOW_KEYS = ("loss", "ce", "halt", "halt_target", "n", "done", "exact", "token
 
 
 def print0(*args) -> None:
-    tqdm.write(" ".join(str(a) for a in args))
+    """Print on the main process only (rank 0 under torchrun), without breaking the progress bar."""
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(" ".join(str(a) for a in args))
 
 
 def main(config: dict, resume: bool = False, progress: bool = True,
@@ -392,18 +398,33 @@ def main(config: dict, resume: bool = False, progress: bool = True,
     """Train with a full config (RUN_CONFIG merged with overrides). Returns the final metrics.
 
     build_model(model_config, config) makes the model (a TRM or a subclass); step_fn(model, slots,
-    config) runs one supervision step (see trm_step); both let other scripts reuse this loop."""
+    config) runs one supervision step (see trm_step); both let other scripts reuse this loop.
+    Under torchrun, each process trains its slice of the global batch (see impl/distributed.py)."""
     check_config(config)
+    d = distributed.from_env()
+    device, device_why = pick_device(config["training"]["device"], d.local_rank)
+    distributed.init(d, device)
+    try:
+        return train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why)
+    finally:
+        distributed.shutdown()
+
+
+def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: distributed.Dist,
+          device: torch.device, device_why: str) -> dict:
     m_cfg, d_cfg, t_cfg = config["model"], config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    device, device_why = pick_device(t_cfg["device"])
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
-           f"threads: {torch.get_num_threads()}")
+           f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
 
+    if not d.is_main:
+        distributed.barrier(d)  # rank 0 builds the data cache first, then the others read it
     data = data_sudoku.load_sudoku(d_cfg, seed=d_cfg["seed"], progress=progress)
+    if d.is_main:
+        distributed.barrier(d)
     print0(f"data: {data.description}")
     mcfg = model_config(config, seq_len=data.size * data.size, vocab_size=data_sudoku.vocab_size(data.size))
 
@@ -415,28 +436,38 @@ def main(config: dict, resume: bool = False, progress: bool = True,
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and name not in ("prefix",) else no_decay).append(p)
+        (decay if p.ndim >= 2 and name != "prefix" else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg["weight_decay"]},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
     ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
     if t_cfg["compile"]:
         model.net.compile()
+    # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
+    trained = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+               if d.enabled else model)
     loss_fn = LOSSES[t_cfg["loss"]]
+    # Every process runs the same stream and halting draws over the global batch, and keeps its slice.
     stream = PuzzleStream(data.train_inputs, data.train_labels, data.size, d_cfg["augment"], t_cfg["seed"])
     halt_gen = torch.Generator().manual_seed(t_cfg["seed"])
 
-    B, S = t_cfg["batch_size"], mcfg.seq_len
-    slots = Slots(inputs=torch.zeros(B, S, dtype=torch.long, device=device),
-                  labels=torch.zeros(B, S, dtype=torch.long, device=device),
+    B, S = t_cfg["batch_size"], mcfg.seq_len             # B puzzles per process
+    G = B * d.world_size                                  # global batch
+    mine = slice(d.rank * B, (d.rank + 1) * B)            # this process's slots
+    slots = Slots(inputs=torch.zeros(G, S, dtype=torch.long, device=device),
+                  labels=torch.zeros(G, S, dtype=torch.long, device=device),
                   carry=model.initial_carry(B, device, dtype),
-                  steps=torch.zeros(B, dtype=torch.long, device=device),
-                  halted=torch.ones(B, dtype=torch.bool, device=device))
+                  steps=torch.zeros(G, dtype=torch.long, device=device),
+                  halted=torch.ones(G, dtype=torch.bool, device=device))
     step, best_exact, elapsed_before = 0, -1.0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     if resume:
         ckpt = load_checkpoint(last_path)
+        s = ckpt["slots"]
+        if s["inputs"].shape[0] != G:
+            raise ConfigError(f"{last_path}: saved with a global batch of {s['inputs'].shape[0]} puzzles; "
+                              f"this run has {G} (batch_size {B} x {d.world_size} processes)")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None:
@@ -444,17 +475,16 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             ema.updates = ckpt["ema_updates"]
         stream.load_state_dict(ckpt["stream"])
         halt_gen.set_state(ckpt["halt_gen"])
-        s = ckpt["slots"]
         slots = Slots(s["inputs"].to(device), s["labels"].to(device),
-                      Carry(s["y"].to(device, dtype), s["z"].to(device, dtype)),
+                      Carry(s["y"][:, mine].to(device, dtype), s["z"][:, mine].to(device, dtype)),
                       s["steps"].to(device), s["halted"].to(device))
         step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
-    else:
+    elif d.is_main:
         keep_previous_run(run_dir)
         resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                           "numpy": np.__version__}}
+                                           "numpy": np.__version__}, "processes": d.world_size}
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         print0("config:", json.dumps(config))
 
@@ -465,6 +495,9 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             f.write(json.dumps(record) + "\n")
 
     def checkpoint_state() -> dict:
+        """Collective: every process contributes its carry; only rank 0 uses the result."""
+        y = distributed.gather_cat(slots.carry.y.float(), d, dim=1).cpu()   # (L, G, D)
+        z = distributed.gather_cat(slots.carry.z.float(), d, dim=1).cpu()
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.model.state_dict() if ema is not None else None,
@@ -472,8 +505,8 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             "step": step, "best_exact": best_exact, "elapsed": elapsed_before + (time.time() - t_start),
             "config": config, "model_config": vars(mcfg), "data_size": data.size,
             "stream": stream.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
-            "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": slots.carry.y.float().cpu(),
-                      "z": slots.carry.z.float().cpu(), "steps": slots.steps.cpu(), "halted": slots.halted.cpu()},
+            "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": y, "z": z,
+                      "steps": slots.steps.cpu(), "halted": slots.halted.cpu()},
         }
 
     eval_model = ema.model if ema is not None else model
@@ -497,7 +530,7 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             new_inputs, new_labels = stream.next(len(idx))
             slots.inputs[idx] = torch.from_numpy(new_inputs).long().to(device)
             slots.labels[idx] = torch.from_numpy(new_labels).long().to(device)
-            slots.carry = model.reset_carry(slots.carry, slots.halted)
+            slots.carry = model.reset_carry(slots.carry, slots.halted[mine])
             slots.steps = torch.where(slots.halted, 0, slots.steps)
 
         # 2. Learning rate.
@@ -505,11 +538,13 @@ def main(config: dict, resume: bool = False, progress: bool = True,
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # 3. One supervision step: forward through T cycles, backward through the last one.
-        carry, logits, q_logit, extra_loss, extra_logs = step_fn(model, slots, config)
-        ce = loss_fn(logits, slots.labels).mean()
+        # 3. One supervision step on this process's slots: forward through T cycles, backward
+        #    through the last one.
+        local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine])
+        carry, logits, q_logit, extra_loss, extra_logs = step_fn(trained, local, config)
+        ce = loss_fn(logits, local.labels).mean()
         with torch.no_grad():
-            hits = logits.argmax(dim=-1) == slots.labels
+            hits = logits.argmax(dim=-1) == local.labels
             solved = hits.all(dim=1)
         halt_loss = F.binary_cross_entropy_with_logits(q_logit, solved.float())
         loss = ce + t_cfg["halt_loss_weight"] * halt_loss
@@ -526,73 +561,79 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             ema.update(model)
         step += 1
 
-        # 4. Halting: stop at N_sup, or when the Q head says "correct", unless exploration holds
-        #    the puzzle for a random minimum of 2..N_sup steps (official ACT rule).
+        # 4. Halting, over the global batch: stop at N_sup, or when the Q head says "correct",
+        #    unless exploration holds the puzzle for a random minimum of 2..N_sup steps (official ACT rule).
         with torch.no_grad():
             slots.carry = carry
+            q_all = distributed.gather_cat(q_logit.detach().float(), d)
+            solved_all = distributed.gather_cat(solved, d)
+            token_all = distributed.gather_cat(hits.float().mean(dim=1), d)
             slots.steps = slots.steps + 1
             halted = slots.steps >= mcfg.N_sup
             if mcfg.N_sup > 1:
-                explore = torch.rand(B, generator=halt_gen) < mcfg.halt_exploration_prob
-                min_steps = explore * torch.randint(2, mcfg.N_sup + 1, (B,), generator=halt_gen)
-                halted = (halted | (q_logit.detach() > 0)) & (slots.steps >= min_steps.to(device))
+                explore = torch.rand(G, generator=halt_gen) < mcfg.halt_exploration_prob
+                min_steps = explore * torch.randint(2, mcfg.N_sup + 1, (G,), generator=halt_gen)
+                halted = (halted | (q_all > 0)) & (slots.steps >= min_steps.to(device))
             slots.halted = halted
-            done = halted.sum().item()
-            window["loss"] += loss.item()
-            window["ce"] += ce.item()
-            window["halt"] += halt_loss.item()
-            window["halt_target"] += solved.float().mean().item()
+            names = sorted(extra_logs)
+            scalars = torch.tensor([loss.item(), ce.item(), halt_loss.item()] + [float(extra_logs[k]) for k in names])
+            scalars = distributed.mean(scalars, d).tolist()
+            for key, value in zip(["loss", "ce", "halt"] + names, scalars):
+                window[key] = window.get(key, 0.0) + value
+            window["halt_target"] += solved_all.float().mean().item()
             window["n"] += 1
-            window["done"] += done
-            window["exact"] += int((solved & halted).sum())
-            window["token"] += float(hits.float().mean(dim=1)[halted].sum())
+            window["done"] += int(halted.sum())
+            window["exact"] += int((solved_all & halted).sum())
+            window["token"] += float(token_all[halted].sum())
             window["steps"] += int(slots.steps[halted].sum())
-            for key, value in extra_logs.items():
-                window[key] = window.get(key, 0.0) + float(value)
 
         bar.update(1)
         elapsed = elapsed_before + time.time() - t_start
         out_of_time = time_limit > 0 and elapsed >= time_limit
-        if step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
-            n, d = window["n"], max(1, window["done"])
+        if d.enabled:  # every process must stop at the same step
+            out_of_time = bool(distributed.mean(torch.tensor(float(out_of_time)), d) > 0)
+        if d.is_main and (step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time):
+            n, done = window["n"], max(1, window["done"])
+            extra = [k for k in window if k not in WINDOW_KEYS]
             record = {"step": step, "time_s": round(elapsed, 1), "lr": lr,
-                      "loss": window["loss"] / n,
-                      "ce_loss": window["ce"] / n, "halt_loss": window["halt"] / n,
-                      "halt_target": window["halt_target"] / n, "train_token_acc": window["token"] / d,
-                      "train_exact_acc": window["exact"] / d, "avg_steps": window["steps"] / d,
-                      "finished": window["done"],
-                      **{k: window[k] / n for k in window if k not in WINDOW_KEYS}}
+                      "loss": window["loss"] / n, "ce_loss": window["ce"] / n, "halt_loss": window["halt"] / n,
+                      "halt_target": window["halt_target"] / n, "train_token_acc": window["token"] / done,
+                      "train_exact_acc": window["exact"] / done, "avg_steps": window["steps"] / done,
+                      "finished": window["done"], **{k: window[k] / n for k in extra}}
             bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
-            extra = "".join(f", {k} {record[k]:.4f}" for k in window if k not in WINDOW_KEYS)
             print0(f"step {step:6d} | loss {record['loss']:.4f} (ce {record['ce_loss']:.4f}, halt "
-                   f"{record['halt_loss']:.4f}{extra}) | train token {record['train_token_acc']:.3f} exact "
-                   f"{record['train_exact_acc']:.3f} | halt target {record['halt_target']:.3f} | "
-                   f"steps {record['avg_steps']:.1f} | {elapsed:.0f}s")
+                   f"{record['halt_loss']:.4f}{''.join(f', {k} {record[k]:.4f}' for k in extra)}) | train token "
+                   f"{record['train_token_acc']:.3f} exact {record['train_exact_acc']:.3f} | halt target "
+                   f"{record['halt_target']:.3f} | steps {record['avg_steps']:.1f} | {elapsed:.0f}s")
             log({"kind": "train", **record})
+        if step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
             window = dict.fromkeys(WINDOW_KEYS, 0)
 
         if step % t_cfg["eval_every"] == 0 or step == t_cfg["max_steps"] or out_of_time:
-            metrics = run_eval()
-            improved = metrics["exact_acc"] > best_exact
-            best_exact = max(best_exact, metrics["exact_acc"])
-            print0(f"eval {step:6d} | token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
-                   f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
-                   f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
-            log({"kind": "eval", "step": step, "time_s": round(elapsed_before + time.time() - t_start, 1), **metrics})
-            state = checkpoint_state()
-            if improved:
-                save_checkpoint(best_path, state)
-            save_checkpoint(last_path, state)
+            state = checkpoint_state()  # collective: all processes take part
+            if d.is_main:
+                metrics = run_eval()
+                improved = metrics["exact_acc"] > best_exact
+                best_exact = state["best_exact"] = max(best_exact, metrics["exact_acc"])
+                print0(f"eval {step:6d} | token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
+                       f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
+                       f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
+                log({"kind": "eval", "step": step, "time_s": round(elapsed_before + time.time() - t_start, 1),
+                     **metrics})
+                if improved:
+                    save_checkpoint(best_path, state)
+                save_checkpoint(last_path, state)
         if out_of_time:
             print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
             break
     bar.close()
-    if not metrics:  # max_steps reached before this call did any step (e.g. resuming a finished run)
+    if d.is_main and not metrics:  # nothing left to train (e.g. resuming a finished run)
         metrics = run_eval()
     total_time = elapsed_before + time.time() - t_start
     result = {**metrics, "step": step, "best_exact_acc": best_exact, "time_s": total_time, "run_dir": str(run_dir)}
-    print0(f"done: step {step}, held-out token {metrics['token_acc']:.4f} exact {metrics['exact_acc']:.4f} "
-           f"(best {best_exact:.4f}), {total_time:.0f}s; checkpoints in {run_dir}")
+    if d.is_main:
+        print0(f"done: step {step}, held-out token {metrics['token_acc']:.4f} exact {metrics['exact_acc']:.4f} "
+               f"(best {best_exact:.4f}), {total_time:.0f}s; checkpoints in {run_dir}")
     return result
 
 

@@ -1,0 +1,76 @@
+"""Data-parallel launch helper for torchrun.
+
+    torchrun --standalone --nproc_per_node=2 impl/train_trm.py --config tiny.json
+
+A process group is started only when torchrun's RANK, LOCAL_RANK and WORLD_SIZE are all set;
+otherwise everything here is a no-op for a single process, so `python impl/train_trm.py` is
+unchanged. Backend: nccl on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def from_env() -> Dist:
+    """The torchrun placement of this process, or a single process when any variable is missing."""
+    if not all(key in os.environ for key in ENV_KEYS):
+        return Dist()
+    return Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+
+
+def init(d: Dist, device: torch.device) -> None:
+    """Start the process group for d (nothing for a single process)."""
+    if not d.enabled or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def gather_cat(t: torch.Tensor, d: Dist, dim: int = 0) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim, in rank order (same shape on every rank)."""
+    if not d.enabled:
+        return t
+    parts = [torch.empty_like(t) for _ in range(d.world_size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Average of a tensor over ranks."""
+    if not d.enabled:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t / d.world_size
