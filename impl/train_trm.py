@@ -444,8 +444,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
     if t_cfg["compile"]:
         model.net.compile()
     # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
-    trained = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
-               if d.enabled else model)
+    # A model whose step may leave parameters unused (JEPA with weight 0) says so in ddp_find_unused.
+    trained = (torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=getattr(model, "ddp_find_unused", False), broadcast_buffers=False)
+        if d.enabled else model)
     loss_fn = LOSSES[t_cfg["loss"]]
     # Every process runs the same stream and halting draws over the global batch, and keeps its slice.
     stream = PuzzleStream(data.train_inputs, data.train_labels, data.size, d_cfg["augment"], t_cfg["seed"])

@@ -1,0 +1,69 @@
+"""Data-parallel training under torchrun (2 CPU processes, gloo) and the compile flag."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_trm
+from test_train import tiny_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_torchrun_two_processes_match_one_process_with_the_combined_batch(tmp_path):
+    steps = 6
+    common = dict(max_steps=steps, eval_every=steps, log_every=1, dtype="float32")
+    two = tiny_run_config(tmp_path, batch_size=8, run_name="two", **common)
+    one = tiny_run_config(tmp_path, batch_size=16, run_name="one", **common)
+    train_trm.main(one, progress=False)  # also builds the data cache both runs read
+
+    config_path = tmp_path / "two.json"
+    config_path.write_text(json.dumps(two))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "impl" / "train_trm.py"), "--config", str(config_path), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout
+    assert proc.stdout.count("done: step") == 1  # only rank 0 reports
+
+    run_two = tmp_path / "runs" / "two"
+    assert sorted(p.name for p in run_two.iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]
+    a = torch.load(tmp_path / "runs" / "one" / "last.pt", weights_only=True)
+    b = torch.load(run_two / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == steps
+    # The first step's loss agrees to float precision; later ones drift by float-order noise ...
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / "runs" / run / "log.jsonl").read_text().splitlines())
+               if r["kind"] == "train"] for run in ("one", "two")]
+    assert len(losses[0]) == steps
+    assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-6)  # same weights, same puzzles
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+    # ... and so do the weights, up to Adam turning float noise in near-zero gradients into
+    # steps of up to lr: a bound of 5% of the largest possible move, while a wrong split of the
+    # batch moves weights by about lr per step.
+    lr = one["training"]["lr"]
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=0, atol=0.05 * lr * steps, msg=key)
+    assert torch.equal(a["slots"]["inputs"], b["slots"]["inputs"])  # same puzzles in the same slots
+    # Each process's carry went back into its own slots: per puzzle, the states differ by the
+    # same float noise (about 1%), not by swapped or stale slots (about 100%).
+    ya, yb = a["slots"]["y"], b["slots"]["y"]                     # (L, global batch, D)
+    assert ((ya - yb).norm(dim=(0, 2)) / ya.norm(dim=(0, 2))).max() < 0.05
+
+
+def test_compile_flag_still_trains(tmp_path):
+    if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler, and none was found")
+    config = tiny_run_config(tmp_path, max_steps=4, eval_every=4, compile=True)
+    result = train_trm.main(config, progress=False)
+    assert result["step"] == 4 and 0.0 <= result["token_acc"] <= 1.0
+    ckpt = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert not any("_orig_mod" in key for key in ckpt["model"])  # weights saved from the plain module
