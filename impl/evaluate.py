@@ -288,7 +288,9 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
         raise EvalError(f"{path}: not a TRM training checkpoint (missing {', '.join(missing)})")
     model = TRM(TRMConfig(**ckpt["model_config"]))
     use_ema = ckpt.get("ema") is not None
-    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    weights = ckpt["ema"] if use_ema else ckpt["model"]
+    # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("predictor.")})
     return model.to(device).eval(), ckpt, "EMA" if use_ema else "raw"
 
 

@@ -639,22 +639,28 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, doc: str | None = __doc__) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file deep-merged over RUN_CONFIG (e.g. tiny.json)")
     parser.add_argument("--resume", action="store_true", help="continue from <runs_dir>/<run_name>/last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser.parse_args(argv)
 
 
-def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG) -> dict:
-    args = parse_args(argv)
+def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG, check=None, main_fn=None,
+        doc: str | None = __doc__) -> dict:
+    """Command line of a training script: --config over base, checks (plus check(config, source)
+    for a variant's own keys), then main_fn (default: this file's main)."""
+    args = parse_args(argv, doc)
+    source = args.config or "RUN_CONFIG"
     try:
         config = load_config(args.config, base) if args.config else copy.deepcopy(base)
-        check_config(config, args.config or "RUN_CONFIG")
+        check_config(config, source)
+        if check is not None:
+            check(config, source)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    return main(config, resume=args.resume, progress=not args.no_progress)
+    return (main_fn or main)(config, resume=args.resume, progress=not args.no_progress)
 
 
 if __name__ == "__main__":
