@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -140,7 +141,40 @@ def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.devi
     }
 
 
+HEADER = (f"{'variant':<9} {'D':>4} {'dtype':<8} {'step ms':>8} {'sup st/s':>8} {'puz*st/s':>8} "
+          f"{'TFLOP/s':>7} {'MFU':>5} {'infer puz/s':>11} {'GFLOP/st':>8} {'peak MB':>8} {'warmup s':>8}")
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['variant']:<9} {r['hidden']:>4} {r['dtype']:<8} {r['train_step_ms']:>8.1f} "
+            f"{r['sup_steps_per_s']:>8.2f} {r['puzzle_steps_per_s']:>8.1f} {r['train_tflops']:>7.3f} "
+            f"{r['mfu']:>5.0%} {r['infer_puzzles_per_s']:>11.1f} {r['gflop_per_step']:>8.1f} "
+            f"{r['peak_mem_mb']:>8.0f} {r['warmup_s']:>8.1f}")
+
+
+def run_case(args: argparse.Namespace, variant: str, hidden: int, dtype_name: str, device: torch.device) -> dict:
+    cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
+                    num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
+                    mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope")
+    row = bench_one(cfg, args.batch, getattr(torch, dtype_name), device, args.repeats, args.steps_per_repeat,
+                    args.infer_steps, args.compile)
+    row.update(variant=variant, hidden=hidden, dtype=dtype_name, batch=args.batch, grid=args.grid,
+               T=args.T, n=args.n, compile=args.compile, device=str(device))
+    return row
+
+
+def run_isolated(argv: list[str], case: tuple) -> dict:
+    """One configuration in a fresh process, so that its peak memory is its own and
+    torch.compile starts clean."""
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--one", json.dumps(case)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: bench of {case} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", type=int, default=9, choices=(4, 6, 9), help="Sudoku size: sequence of grid*grid cells")
     p.add_argument("--hidden", default="128,256", help="comma-separated hidden sizes D")
@@ -157,36 +191,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--compile", action="store_true", help="torch.compile the tiny network")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print its row as JSON
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, why = pick_device(args.device)
+    if args.one is not None:
+        print(json.dumps(run_case(args, *json.loads(args.one), device)))
+        return []
+    for name in args.dtypes.split(","):
+        if not isinstance(getattr(torch, name, None), torch.dtype):
+            sys.exit(f"error: --dtypes: {name!r} is not a torch dtype (e.g. float32, bfloat16)")
     print(f"device {device} ({why}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"python {platform.python_version()}, {platform.processor() or platform.machine()}")
-    dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
-    peaks = {dt: matmul_peak(dt, device) for dt in dtypes}
-    for dt, peak in peaks.items():
-        print(f"measured matmul peak ({str(dt)[6:]}, 2048^3): {peak / 1e12:.3f} TFLOP/s")
+    cases = [(variant, int(hidden), name) for variant in args.variants.split(",")
+             for hidden in args.hidden.split(",") for name in args.dtypes.split(",")]
+    peaks = {name: matmul_peak(getattr(torch, name), device) for name in args.dtypes.split(",")}
+    for name, peak in peaks.items():
+        print(f"measured matmul peak ({name}, 2048^3): {peak / 1e12:.3f} TFLOP/s")
+    print(HEADER)
     rows = []
-    header = (f"{'variant':<9} {'D':>4} {'dtype':<8} {'step ms':>8} {'sup st/s':>8} {'puz*st/s':>8} "
-              f"{'TFLOP/s':>7} {'MFU':>5} {'infer puz/s':>11} {'GFLOP/st':>8} {'peak MB':>8} {'warmup s':>8}")
-    print(header)
-    for variant in args.variants.split(","):
-        for hidden in (int(h) for h in args.hidden.split(",")):
-            for dt in dtypes:
-                cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
-                                num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
-                                mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope")
-                r = bench_one(cfg, args.batch, dt, device, args.repeats, args.steps_per_repeat,
-                              args.infer_steps, args.compile)
-                r.update(variant=variant, hidden=hidden, dtype=str(dt)[6:], batch=args.batch, grid=args.grid,
-                         T=args.T, n=args.n, compile=args.compile, device=str(device),
-                         peak_tflops=peaks[dt] / 1e12, mfu=r["train_tflops"] * 1e12 / peaks[dt])
-                rows.append(r)
-                print(f"{variant:<9} {hidden:>4} {r['dtype']:<8} {r['train_step_ms']:>8.1f} "
-                      f"{r['sup_steps_per_s']:>8.2f} {r['puzzle_steps_per_s']:>8.1f} {r['train_tflops']:>7.3f} "
-                      f"{r['mfu']:>5.0%} {r['infer_puzzles_per_s']:>11.1f} {r['gflop_per_step']:>8.1f} "
-                      f"{r['peak_mem_mb']:>8.0f} {r['warmup_s']:>8.1f}", flush=True)
+    for case in cases:
+        row = run_isolated(argv, case) if len(cases) > 1 else run_case(args, *case, device)
+        row.update(peak_tflops=peaks[case[2]] / 1e12, mfu=row["train_tflops"] * 1e12 / peaks[case[2]])
+        rows.append(row)
+        print(format_row(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
