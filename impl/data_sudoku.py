@@ -58,6 +58,7 @@ import itertools
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -108,7 +109,7 @@ def _size_from_cells(n_cells: int) -> int:
     raise ValueError(f"expected 16, 36 or 81 cells, got {n_cells}")
 
 
-def _unit_index(size: int) -> np.ndarray:
+def unit_index(size: int) -> np.ndarray:
     """[3 * size, size] cell indices of the rows, then the columns, then the boxes."""
     br, bc = box_shape(size)
     cells = np.arange(size * size).reshape(size, size)
@@ -168,7 +169,7 @@ def parse_puzzle(text: str, size: int | None = None) -> np.ndarray:
 def _first_conflict(tokens: np.ndarray, size: int) -> str:
     """Describe the first digit repeated inside a row, column or box ('' if none)."""
     names = ["row"] * size + ["column"] * size + ["box"] * size
-    for unit_no, unit in enumerate(_unit_index(size)):
+    for unit_no, unit in enumerate(unit_index(size)):
         seen: dict[int, int] = {}
         for cell in unit:
             tok = int(tokens[cell])
@@ -205,7 +206,7 @@ def is_valid_solution(puzzle: np.ndarray, grid: np.ndarray, size: int | None = N
     puzzle = puzzle.astype(np.int64)
     if grid.min() < 2 or grid.max() > size + 1:
         return False
-    units = np.sort(grid[_unit_index(size)], axis=1)
+    units = np.sort(grid[unit_index(size)], axis=1)
     if not (units == np.arange(2, size + 2)).all():
         return False
     given = puzzle > BLANK
@@ -231,7 +232,7 @@ class _Tables:
         self.row = [i // size for i in range(self.n)]
         self.col = [i % size for i in range(self.n)]
         self.box = [(i // size) // br * (size // bc) + (i % size) // bc for i in range(self.n)]
-        units = _unit_index(size).tolist()
+        units = unit_index(size).tolist()
         self.row_units = units[:size]
         self.col_units = units[size : 2 * size]
         self.box_units = units[2 * size :]
@@ -569,7 +570,14 @@ def _make_pool(workers: int) -> Any:
     if workers <= 1:
         return None
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers)
+    return multiprocessing.get_context(method).Pool(workers, initializer=_worker_signals)
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent and die on SIGTERM, whatever handlers the parent had
+    installed when it forked them (Pool.terminate relies on SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def generate_puzzles(
@@ -1042,7 +1050,7 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
     q_ok = q_blank | ((q_chars >= ord("1")) & (q_chars <= ord("9")))
     a_ok = (a_chars >= ord("1")) & (a_chars <= ord("9"))
     row_ok = q_ok.all(axis=1) & a_ok.all(axis=1)
-    units = _unit_index(9)
+    units = unit_index(9)
     for start in range(0, n, 65536):  # blocks keep the [rows, 27, 9] temporaries small
         block = slice(start, start + 65536)
         digits = np.where(a_ok[block], a_chars[block] - ord("0"), 0).astype(np.uint16)

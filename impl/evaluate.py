@@ -50,7 +50,7 @@ def valid_grids(inputs, answers, size: int) -> np.ndarray:
     digits) that keeps every given of its puzzle. Vectorised over puzzles; data_sudoku's
     is_valid_solution is the one-grid reference."""
     inputs, answers = _numpy(inputs).astype(np.int64), _numpy(answers).astype(np.int64)
-    units = answers[:, data_sudoku._unit_index(size)]                  # (N, 3*size, size)
+    units = answers[:, data_sudoku.unit_index(size)]                  # (N, 3*size, size)
     digits = np.arange(2, size + 2)                                     # tokens of digits 1..size
     rules = (np.sort(units, axis=2) == digits).all(axis=(1, 2))
     return rules & givens_kept(inputs, answers)
@@ -281,7 +281,7 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
         raise EvalError(f"{path}: no such checkpoint; train one with: {TRAIN_COMMAND} (writes runs/<run_name>/best.pt)")
     try:
         ckpt = train_trm.load_checkpoint(path)
-    except (FileNotFoundError, RuntimeError) as e:
+    except (FileNotFoundError, train_trm.CheckpointError) as e:
         raise EvalError(str(e)) from None
     missing = [key for key in ("model", "model_config", "config", "data_size") if key not in ckpt]
     if missing:
@@ -290,7 +290,10 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.
-    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("predictor.")})
+    try:
+        train_trm.load_weights(model, {k: v for k, v in weights.items() if not k.startswith("predictor.")}, path)
+    except train_trm.CheckpointError as e:
+        raise EvalError(str(e)) from None
     return model.to(device).eval(), ckpt, "EMA" if use_ema else "raw"
 
 

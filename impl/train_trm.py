@@ -12,6 +12,7 @@ N_sup steps, and the next puzzle from the stream takes its place with a fresh ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import difflib
 import json
@@ -19,7 +20,9 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +90,7 @@ RUN_CONFIG = {
         "ema": True,                 # keep an EMA of the weights for evaluation and best.pt
         "ema_decay": 0.999,          # EMA decay (paper: 0.999), warmed up as min(decay, (1+t)/(10+t))
         "eval_every": 100,           # held-out evaluation every this many steps (and at the end)
+        "ckpt_every": 0,             # also save last.pt every this many steps (0: at evaluations only)
         "eval_batch_size": 256,      # puzzles per evaluation batch
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluate on at most this many held-out puzzles (0: all)
@@ -179,6 +183,10 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.warmup_steps", t["warmup_steps"] >= 0, "must be >= 0"),
         ("training.ema_decay", 0.0 <= t["ema_decay"] < 1.0, "must be in [0, 1)"),
         ("training.eval_every", t["eval_every"] >= 1, "must be >= 1"),
+        ("training.ckpt_every", t["ckpt_every"] >= 0, "must be >= 0"),
+        ("training.time_limit_min", t["time_limit_min"] >= 0, "must be >= 0"),
+        ("training.grad_clip", t["grad_clip"] >= 0, "must be >= 0"),
+        ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
@@ -311,20 +319,99 @@ def lr_at(step: int, t: dict) -> float:
     return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
+def ensure_writable(folder: Path) -> None:
+    """Make the run folder, and prove it can be written, before any work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"training.runs_dir / training.run_name: cannot write to {folder} "
+                          f"({e.strerror or type(e).__name__})") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with the path in the message."""
+
+
 def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume from (train first without --resume)")
+        raise FileNotFoundError(f"{path}: no checkpoint there (train first: python impl/train_trm.py)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file; report it as ours
-        raise RuntimeError(f"{path}: checkpoint is corrupt or incomplete ({type(e).__name__}: {e})") from None
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: checkpoint is corrupt or incomplete ({type(e).__name__}: {first_line})") from None
+
+
+def load_weights(module: torch.nn.Module, state: dict, path: Path | str) -> None:
+    """load_state_dict with an error that lists every missing, unexpected and mis-shaped key."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        lines = ([f"missing: {', '.join(missing)}"] if missing else []) + \
+                ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) + shapes
+        raise CheckpointError(f"{path}: weights do not fit this model (a different architecture?):\n  "
+                              + "\n  ".join(lines))
+    module.load_state_dict(state)
+
+
+# Keys that may differ between a checkpoint and the run that resumes it.
+RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
+                     "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
+                     "training.device", "training.compile", "training.runs_dir", "data.data_dir",
+                     "data.force_download")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Dotted keys whose values differ between two configs, with both values."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+def check_resume_config(saved: dict, config: dict, path: Path) -> list[str]:
+    """Raise if the config changed in a way a resumed run cannot honour; return the allowed changes."""
+    changes = config_changes(saved, config)
+    bad = [f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, a, b in changes if k not in RESUMABLE_CHANGES]
+    if bad:
+        raise ConfigError(f"{path}: cannot resume, the config differs in: {'; '.join(bad)}. Only these may "
+                          f"change when resuming: {', '.join(RESUMABLE_CHANGES)}")
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in changes]
+
+
+class Interrupted(RuntimeError):
+    """Training stopped by SIGINT or SIGTERM after saving last.pt."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt")
@@ -405,17 +492,49 @@ def main(config: dict, resume: bool = False, progress: bool = True,
     device, device_why = pick_device(config["training"]["device"], d.local_rank)
     distributed.init(d, device)
     try:
-        return train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why)
+        with stop_signals() as stop:
+            return train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
     finally:
         distributed.shutdown()
 
 
+class StopFlag:
+    """SIGINT/SIGTERM handler. Once armed (the training loop has started), a signal only sets
+    signum: the loop then saves last.pt and stops. Before that, they act at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = False
+
+    def __call__(self, signum: int, frame) -> None:
+        if not self.armed:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Install a StopFlag for SIGINT and SIGTERM; the previous handlers come back afterwards."""
+    stop = StopFlag()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: distributed.Dist,
-          device: torch.device, device_why: str) -> dict:
+          device: torch.device, device_why: str, stop: StopFlag) -> dict:
     m_cfg, d_cfg, t_cfg = config["model"], config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
     if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(run_dir)
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
@@ -426,6 +545,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
     if d.is_main:
         distributed.barrier(d)
     print0(f"data: {data.description}")
+    if t_cfg["batch_size"] * d.world_size > len(data.train_inputs):
+        print0(f"note: training.batch_size {t_cfg['batch_size']} x {d.world_size} process(es) is more than the "
+               f"{len(data.train_inputs)} training puzzles: the same puzzles will be in flight more than once")
     mcfg = model_config(config, seq_len=data.size * data.size, vocab_size=data_sudoku.vocab_size(data.size))
 
     random.seed(t_cfg["seed"])
@@ -466,14 +588,16 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
 
     if resume:
         ckpt = load_checkpoint(last_path)
+        for change in check_resume_config(ckpt["config"], config, last_path):
+            print0(f"resume: {change}")
         s = ckpt["slots"]
         if s["inputs"].shape[0] != G:
             raise ConfigError(f"{last_path}: saved with a global batch of {s['inputs'].shape[0]} puzzles; "
                               f"this run has {G} (batch_size {B} x {d.world_size} processes)")
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"], last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if ema is not None:
-            ema.model.load_state_dict(ckpt["ema"])
+            load_weights(ema.model, ckpt["ema"], last_path)
             ema.updates = ckpt["ema_updates"]
         stream.load_state_dict(ckpt["stream"])
         halt_gen.set_state(ckpt["halt_gen"])
@@ -487,10 +611,13 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         keep_previous_run(run_dir)
         resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                            "numpy": np.__version__}, "processes": d.world_size}
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_text_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
         print0("config:", json.dumps(config))
 
     log_path = run_dir / "log.jsonl"
+    if resume and d.is_main and log_path.exists():  # records after the checkpoint will be written again
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
 
     def log(record: dict) -> None:
         with open(log_path, "a") as f:
@@ -524,6 +651,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
     time_limit = t_cfg["time_limit_min"] * 60
     metrics: dict = {}
     model.train()
+    stop.armed = True
     bar = tqdm(total=t_cfg["max_steps"], initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     while step < t_cfg["max_steps"]:
         # 1. Puzzles that halted leave; the stream fills their slots with a fresh carry.
@@ -552,8 +680,13 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         loss = ce + t_cfg["halt_loss_weight"] * halt_loss
         if extra_loss is not None:
             loss = loss + extra_loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last good checkpoint: {last_path}")
+        finite = bool(torch.isfinite(loss))
+        if d.enabled:  # every process stops together
+            finite = bool(distributed.mean(torch.tensor(float(finite)), d) == 1.0)
+        if not finite:
+            saved = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint was written yet"
+            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1} (not finite); training stopped "
+                                     f"before the update, nothing was saved over the checkpoints; {saved}")
         loss.backward()
         if t_cfg["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
@@ -592,8 +725,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         bar.update(1)
         elapsed = elapsed_before + time.time() - t_start
         out_of_time = time_limit > 0 and elapsed >= time_limit
+        stopping = stop.signum is not None
         if d.enabled:  # every process must stop at the same step
-            out_of_time = bool(distributed.mean(torch.tensor(float(out_of_time)), d) > 0)
+            flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping)]), d)
+            out_of_time, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
         if d.is_main and (step % t_cfg["log_every"] == 0 or step == t_cfg["max_steps"] or out_of_time):
             n, done = window["n"], max(1, window["done"])
             extra = [k for k in window if k not in WINDOW_KEYS]
@@ -625,6 +760,15 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
+        elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
+            state = checkpoint_state()
+            if d.is_main:
+                save_checkpoint(last_path, state)
+        if stopping:
+            bar.close()
+            signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
+                              f"(continue with --resume)", signum)
         if out_of_time:
             print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
             break
@@ -642,7 +786,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
 def parse_args(argv: list[str] | None = None, doc: str | None = __doc__) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file deep-merged over RUN_CONFIG (e.g. tiny.json)")
-    parser.add_argument("--resume", action="store_true", help="continue from <runs_dir>/<run_name>/last.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue <runs_dir>/<run_name>/last.pt (without --config: with the config saved in it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return parser.parse_args(argv)
 
@@ -654,13 +799,24 @@ def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG, check=None, main
     args = parse_args(argv, doc)
     source = args.config or "RUN_CONFIG"
     try:
-        config = load_config(args.config, base) if args.config else copy.deepcopy(base)
+        if args.resume and not args.config:  # continue the run with the config it was started with
+            path = Path(base["training"]["runs_dir"]) / base["training"]["run_name"] / "last.pt"
+            source = str(path)
+            config = merge_config(base, load_checkpoint(path)["config"], source)
+        else:
+            config = load_config(args.config, base) if args.config else copy.deepcopy(base)
         check_config(config, source)
         if check is not None:
             check(config, source)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    return (main_fn or main)(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        return (main_fn or main)(config, resume=args.resume, progress=not args.no_progress)
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except (ConfigError, CheckpointError, FileNotFoundError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,176 @@
+"""Runs that survive: interrupted writes, SIGTERM, NaN, damaged or foreign checkpoints, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_trm
+from test_train import tiny_run_config
+from train_trm import CheckpointError, ConfigError, check_config, merge_config, RUN_CONFIG
+from trm import TRM, TRMConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    train_trm.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+
+    def half_write(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        train_trm.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert train_trm.load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    good = tmp_path / "good.pt"
+    train_trm.save_checkpoint(good, {"model": TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=32)).state_dict()})
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint is corrupt or incomplete"):
+        train_trm.load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="missing.pt: no checkpoint there"):
+        train_trm.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_of_another_architecture_lists_the_mismatch(tmp_path):
+    small = TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=1))
+    other = TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=64, num_heads=1, pos_encoding="learned"))
+    with pytest.raises(CheckpointError) as e:
+        train_trm.load_weights(other, small.state_dict(), "ckpt.pt")
+    message = str(e.value)
+    assert "ckpt.pt: weights do not fit this model" in message
+    assert "missing: pos" in message
+    assert "embed.weight: (6, 32) in the checkpoint, (6, 64) in the model" in message
+
+
+def test_resume_with_a_changed_config_names_the_keys(tmp_path):
+    train_trm.main(tiny_run_config(tmp_path, max_steps=4, eval_every=4), progress=False)
+    changed = tiny_run_config(tmp_path, max_steps=8, eval_every=4)
+    changed["model"]["hidden_size"] = 64
+    changed["training"]["lr"] = 1e-3
+    with pytest.raises(ConfigError) as e:
+        train_trm.main(changed, resume=True, progress=False)
+    assert "cannot resume" in str(e.value)
+    assert "model.hidden_size (32 in the checkpoint, 64 now)" in str(e.value)
+    assert "training.lr" in str(e.value) and "training.max_steps" in str(e.value)  # the allowed list
+
+
+def test_resume_without_config_uses_the_saved_one(tmp_path, monkeypatch):
+    config = tiny_run_config(tmp_path, max_steps=4, eval_every=4)
+    train_trm.main(config, progress=False)
+    base = json.loads(json.dumps(RUN_CONFIG))
+    base["training"].update(runs_dir=config["training"]["runs_dir"], run_name="tiny")
+    result = train_trm.cli(["--resume", "--no-progress"], base=base)  # nothing left to do: 4 of 4 steps
+    assert result["step"] == 4
+
+
+def test_resume_without_checkpoint_names_the_path(tmp_path):
+    base = json.loads(json.dumps(RUN_CONFIG))
+    base["training"].update(runs_dir=str(tmp_path / "runs"), run_name="none")
+    with pytest.raises(SystemExit) as e:
+        train_trm.cli(["--resume"], base=base)
+    assert "none/last.pt: no checkpoint there" in str(e.value.code)
+
+
+def test_nan_loss_stops_and_leaves_checkpoints_intact(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=20, eval_every=5)
+
+    def poisoned_step(model, slots, cfg):
+        carry, logits, q, extra, logs = train_trm.trm_step(model, slots, cfg)
+        calls.append(1)
+        return carry, logits, q, (torch.tensor(float("nan")) if len(calls) == 8 else None), logs
+
+    calls = []
+    with pytest.raises(FloatingPointError) as e:
+        train_trm.main(config, progress=False, step_fn=poisoned_step)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert "at step 8" in str(e.value) and str(run_dir / "last.pt") in str(e.value)
+    last = train_trm.load_checkpoint(run_dir / "last.pt")
+    assert last["step"] == 5
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert train_trm.load_checkpoint(run_dir / "best.pt")["step"] == 5
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_nonzero(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=100000, eval_every=100000, log_every=1)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, str(REPO / "impl" / "train_trm.py"), "--config", str(path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait for training to be under way, then stop it
+            if line.startswith("step"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    ckpt = train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")
+    assert ckpt["step"] >= 1
+
+
+def test_periodic_checkpoint(tmp_path):
+    train_trm.main(tiny_run_config(tmp_path, max_steps=7, eval_every=100, ckpt_every=3), progress=False)
+    # saved at 3 and 6 by ckpt_every, then at 7 by the final evaluation
+    assert train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 7
+    log = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "eval"] == [7]
+
+
+def test_periodic_checkpoint_before_the_end(tmp_path):
+    def stop_after_four(model, slots, cfg):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # a crash between checkpoints
+        return train_trm.trm_step(model, slots, cfg)
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        train_trm.main(tiny_run_config(tmp_path, max_steps=50, eval_every=100, ckpt_every=2),
+                       progress=False, step_fn=stop_after_four)
+    assert train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("model", "hidden_size", 100, "model.hidden_size: 100 must be divisible by num_heads=3"),
+    ("data", "n_train", -5, "data.n_train: -5 must be >= 1"),
+    ("training", "ckpt_every", -1, "training.ckpt_every: -1 must be >= 0"),
+    ("training", "time_limit_min", -1.0, "training.time_limit_min"),
+])
+def test_more_impossible_values(section, key, value, expected):
+    override = {section: {key: value}}
+    if key == "hidden_size":
+        override["model"].update(num_heads=3, mlp_t=False)
+    with pytest.raises(ConfigError, match=expected):
+        check_config(merge_config(RUN_CONFIG, override, "x.json"), "x.json")
+
+
+def test_unknown_device_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="training.device: unknown device 'gpu0'"):
+        train_trm.main(tiny_run_config(tmp_path, device="gpu0"), progress=False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        train_trm.main(tiny_run_config(tmp_path, device="cuda"), progress=False)
+
+
+def test_unwritable_run_folder_is_named_before_any_work(tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the runs folder should be")
+    with pytest.raises(ConfigError, match=r"cannot write to .*runs/tiny"):
+        train_trm.main(tiny_run_config(tmp_path), progress=False)
+    assert not (tmp_path / "data").exists()  # no data was generated
