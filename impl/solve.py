@@ -2,7 +2,7 @@
 
     python impl/solve.py "1..4..3..1..4..2"                        # 16, 36 or 81 cells; '.' or '0' is blank
     python impl/solve.py --checkpoint runs/x/best.pt --steps "<puzzle>"   # show every supervision step
-    python impl/solve.py --file puzzles.txt --no-halt --max-steps 32
+    python impl/solve.py --file puzzles.txt --halt --max-steps 32
 
 Prints the puzzle and the model's answer as grids, whether the answer is valid (rules and givens)
 and whether it is the puzzle's unique solution, the supervision steps used and the halting head's
@@ -93,7 +93,7 @@ def solve_one(model, puzzle: np.ndarray, size: int, where: str, K: int, halt: bo
             previous = grid
     valid = bool(valid_grids(puzzle[None], answer[None], size)[0])
     wrong = int((answer != solutions[0]).sum())
-    how = "halted" if halted_at else ("all steps, --no-halt" if not halt else "no halt before the last step")
+    how = "halted" if halted_at else ("all steps" if not halt else "no halt before the last step")
     print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}), "
           f"halting confidence {confidence:.3f}:")
     print(data_sudoku.format_grid(answer, size))
@@ -109,7 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="trained checkpoint (best.pt or last.pt)")
     parser.add_argument("--steps", action="store_true", help="print the answer after every supervision step")
     parser.add_argument("--max-steps", type=int, default=0, help="supervision steps at most (0: the model's N_sup)")
-    parser.add_argument("--no-halt", action="store_true", help="run all steps instead of stopping at the halting step")
+    parser.add_argument("--halt", action="store_true",
+                        help="stop each puzzle at the step where the halting head says 'correct' (default: run all "
+                             "steps, as the official evaluation does; the halting head can stop too early)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     args = parser.parse_args(argv)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (where, puzzle) in enumerate(puzzles):
         if i:
             print()
-        problem = solve_one(model, puzzle, size, where, K, not args.no_halt, args.steps, device, dtype)
+        problem = solve_one(model, puzzle, size, where, K, args.halt, args.steps, device, dtype)
         if problem:
             problems.append(problem)
             if len(puzzles) > 1:

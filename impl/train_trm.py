@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -414,18 +415,16 @@ class Interrupted(RuntimeError):
         self.signum = signum
 
 
-RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt")
-
-
 def keep_previous_run(run_dir: Path) -> None:
-    """A fresh run in a folder that holds one moves the old files to <run_dir>/previous/."""
-    old = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    """A fresh run in a folder that holds one (checkpoints, logs, evaluation files) moves the old
+    files to <run_dir>/previous/, replacing what an even older run left there."""
+    old = [path for path in run_dir.iterdir() if path.is_file()]
     if not old:
         return
     previous = run_dir / "previous"
-    previous.mkdir(exist_ok=True)
-    for name in RUN_FILES:  # files of an even older run must not mix with the ones moved now
-        (previous / name).unlink(missing_ok=True)
+    if previous.exists():
+        shutil.rmtree(previous)
+    previous.mkdir()
     for path in old:
         os.replace(path, previous / path.name)
     print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")

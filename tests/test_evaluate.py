@@ -195,11 +195,11 @@ def test_solve_prints_puzzle_answer_and_checks(trained, capsys):
 
 
 def test_solve_steps_prints_one_grid_per_step(trained, capsys):
-    solve.main(solve_cli(trained, "--steps", "--no-halt", "--max-steps", "5", PUZZLE))
+    solve.main(solve_cli(trained, "--steps", "--max-steps", "5", PUZZLE))
     out = capsys.readouterr().out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")] == \
         [f"step {k}" for k in range(1, 6)]
-    assert "*" in out and "answer after 5 supervision steps (all steps, --no-halt)" in out
+    assert "*" in out and "answer after 5 supervision steps (all steps)" in out
 
 
 @pytest.mark.parametrize("puzzle,expected", [
@@ -232,3 +232,11 @@ def test_solve_file_errors_name_the_line(trained, tmp_path, capsys):
 def test_solve_missing_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match="nope.pt.*python impl/train_trm.py"):
         solve.main(["--checkpoint", str(tmp_path / "nope.pt"), PUZZLE])
+
+
+def test_solve_with_halting_reports_the_halting_step(trained, capsys):
+    solve.main(solve_cli(trained, "--halt", "--max-steps", "4", PUZZLE))
+    out = capsys.readouterr().out
+    steps = int(out.split("answer after ")[1].split(" supervision step")[0])
+    assert 1 <= steps <= 4
+    assert "(halted)" in out or "(no halt before the last step)" in out
