@@ -492,7 +492,9 @@ def main(config: dict, resume: bool = False, progress: bool = True,
     distributed.init(d, device)
     try:
         with stop_signals() as stop:
-            return train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
+            result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
+        distributed.barrier(d)  # no process tears the group down while another still uses it
+        return result
     finally:
         distributed.shutdown()
 
@@ -567,8 +569,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
     # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
     # A model whose step may leave parameters unused (JEPA with weight 0) says so in ddp_find_unused.
     trained = (torch.nn.parallel.DistributedDataParallel(
-        model, find_unused_parameters=getattr(model, "ddp_find_unused", False), broadcast_buffers=False)
-        if d.enabled else model)
+        model, find_unused_parameters=getattr(model, "ddp_find_unused", False)) if d.enabled else model)
     loss_fn = LOSSES[t_cfg["loss"]]
     # Every process runs the same stream and halting draws over the global batch, and keeps its slice.
     stream = PuzzleStream(data.train_inputs, data.train_labels, data.size, d_cfg["augment"], t_cfg["seed"])
