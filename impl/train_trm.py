@@ -113,6 +113,11 @@ class ConfigError(ValueError):
     """A configuration problem, with the file and dotted key in the message."""
 
 
+# Names used by the official TRM code, pointed to ours in error messages.
+OFFICIAL_NAMES = {"H_cycles": "T", "L_cycles": "n", "halt_max_steps": "N_sup", "L_layers": "num_layers",
+                  "pos_encodings": "pos_encoding", "puzzle_emb_len": "n_prefix", "global_batch_size": "batch_size"}
+
+
 def _type_name(value) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(type(value), type(value).__name__)
 
@@ -144,7 +149,12 @@ def merge_config(base: dict, override: dict, source: str, prefix: str = "") -> d
         path = f"{prefix}{key}"
         if key not in base:
             close = difflib.get_close_matches(key, list(base), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(base)})"
+            if OFFICIAL_NAMES.get(key) in base:
+                hint = f" (the official code's name for '{OFFICIAL_NAMES[key]}')"
+            elif close:
+                hint = f" (did you mean '{close[0]}'?)"
+            else:
+                hint = f" (known keys: {', '.join(base)})"
             raise ConfigError(f"{source}: unknown key '{path}'{hint}")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):

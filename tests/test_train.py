@@ -97,7 +97,7 @@ def test_cli_exits_with_message_before_any_work(tmp_path, capsys):
     path = write(tmp_path, '{"model": {"L_cycles": 6}}', "tiny.json")
     with pytest.raises(SystemExit) as e:
         train_trm.cli(["--config", str(path)])
-    assert "tiny.json: unknown key 'model.L_cycles'" in str(e.value.code)
+    assert "tiny.json: unknown key 'model.L_cycles' (the official code's name for 'n')" in str(e.value.code)
     assert not (tmp_path / "runs").exists()
 
 
