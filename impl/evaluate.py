@@ -302,8 +302,8 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
     import train_trm
     try:
         device, device_why = train_trm.pick_device(device_name)
-        if dtype_name not in ("auto", "float32", "bfloat16"):
-            raise train_trm.ConfigError(f"--dtype: {dtype_name!r} is not one of auto, float32, bfloat16")
+        if dtype_name not in train_trm.DTYPES:
+            raise train_trm.ConfigError(f"--dtype: {dtype_name!r} is not one of {', '.join(train_trm.DTYPES)}")
         dtype, dtype_why = train_trm.pick_dtype(dtype_name, device)
     except train_trm.ConfigError as e:
         raise EvalError(str(e).replace("training.device", "--device")) from None

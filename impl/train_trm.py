@@ -201,7 +201,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
-        ("training.dtype", t["dtype"] in ("auto", "float32", "bfloat16"), "must be auto, float32 or bfloat16"),
+        ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
         ("training.run_name", bool(t["run_name"]) and "/" not in t["run_name"], "must be a non-empty folder name"),
     ]
     for key, ok, why in rules:
@@ -242,6 +242,9 @@ def pick_device(name: str, local_rank: int = 0) -> tuple[torch.device, str]:
     if torch.backends.mps.is_available():
         return torch.device("mps"), "auto: Apple MPS is available"
     return torch.device("cpu"), "auto: no CUDA or MPS device found"
+
+
+DTYPES = ("auto", "float32", "bfloat16")  # compute dtypes a run may ask for
 
 
 def pick_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
