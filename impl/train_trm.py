@@ -102,8 +102,6 @@ RUN_CONFIG = {
     },
 }
 
-DEFAULT_RUN_NAME = RUN_CONFIG["training"]["run_name"]
-
 
 # ----------------------------------------------------------------------------------------------
 # Configuration: JSON overrides, deep-merged and checked against RUN_CONFIG
