@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_trm import pick_device  # noqa: E402
+from device import pick_device  # noqa: E402
+from errors import run_cli  # noqa: E402
 from trm import TRM, TRMConfig, softmax_cross_entropy, swiglu_width  # noqa: E402
 
 
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, why = pick_device(args.device)
+    device, why = run_cli(lambda: pick_device(args.device, key="--device"))
     if args.one is not None:
         print(json.dumps(run_case(args, *json.loads(args.one), device)))
         return []

@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_trm  # noqa: E402
 import train_trm_jepa as jepa  # noqa: E402
-from train_trm import ConfigError  # noqa: E402
+from checkpoint import write_text_atomic  # noqa: E402
+from errors import ConfigError, run_cli  # noqa: E402
 
 UNBOUNDED_STEPS = 10**9  # the time limit ends every run; no cosine schedule can span this
 
@@ -118,18 +119,19 @@ def main(argv: list[str] | None = None) -> dict:
     nostop = args.nostop_weight if args.nostop_weight >= 0 else None
     plan = variants(args.weights, nostop)
 
+    return run_cli(lambda: compare(args, out, plan))
+
+
+def compare(args: argparse.Namespace, out: Path, plan: list) -> dict:
     source = args.config or "RUN_CONFIG"
-    try:
-        if args.minutes <= 0:
-            raise ConfigError(f"--minutes: {args.minutes} must be > 0")
-        base = train_trm.load_config(args.config, jepa.RUN_CONFIG) if args.config else copy.deepcopy(jepa.RUN_CONFIG)
-        for name, keys in plan:  # every run's config is checked before the first one starts
-            config = run_config(base, keys, name, 0, args.minutes, out)
-            train_trm.check_config(config, source)
-            if keys is not None:
-                jepa.check_jepa_config(config, f"{source} ({name})")
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    if args.minutes <= 0:
+        raise ConfigError(f"--minutes: {args.minutes} must be > 0")
+    base = train_trm.load_config(args.config, jepa.RUN_CONFIG) if args.config else copy.deepcopy(jepa.RUN_CONFIG)
+    for name, keys in plan:  # every run's config is checked before the first one starts
+        config = run_config(base, keys, name, 0, args.minutes, out)
+        train_trm.check_config(config, source)
+        if keys is not None:
+            jepa.check_jepa_config(config, f"{source} ({name})")
     if base["training"]["lr_min_ratio"] != 1.0:
         print(f"note: lr_min_ratio {base['training']['lr_min_ratio']} has no effect here (max_steps is unbounded)")
 
@@ -153,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
             })
             result = {"minutes": args.minutes, "seeds": args.seeds, "config": args.config,
                       "summary": summarize(runs), "runs": runs}
-            (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")  # partial results survive
+            write_text_atomic(out / "results.json", json.dumps(result, indent=2) + "\n")  # partial results survive
     table = markdown(result["summary"], args.minutes)
-    (out / "results.md").write_text(table)
+    write_text_atomic(out / "results.md", table)
     print("\n" + table + f"\nwritten: {out / 'results.json'}, {out / 'results.md'}")
     return result
 

@@ -71,6 +71,8 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from errors import DataError
+
 PAD = 0  # padding token, never inside a grid
 BLANK = 1  # empty cell of a puzzle
 SIZES = (4, 6, 9)  # supported grid sizes
@@ -756,7 +758,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read a cache file; a damaged one raises RuntimeError naming the path."""
+    """Read a cache file; a damaged one raises DataError naming the path."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
@@ -764,7 +766,19 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
                 raise KeyError(f"missing arrays {missing}")
             return {k: z[k] for k in keys}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise RuntimeError(f"{path}: cache file is corrupt or incomplete ({e}); delete it and run again") from e
+        raise DataError(f"{path}: cache file is corrupt or incomplete ({e})") from None
+
+
+def _cached(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file; None when there is none, or when it is damaged: a cache is
+    always rebuilt from its source (generator or CSV), atomically, over the damaged file."""
+    if not path.exists():
+        return None
+    try:
+        return _load_npz(path, keys)
+    except DataError as e:
+        print(f"warning: {e}; rebuilding it", file=sys.stderr)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -810,8 +824,9 @@ def make_generated_split(
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
     path = generated_cache_path(size, n_train, n_test, (lo, hi), min_rating, max_rating, seed, data_dir)
-    if path.exists():
-        return _load_npz(path, SPLIT_KEYS)
+    cached = _cached(path, SPLIT_KEYS)
+    if cached is not None:
+        return cached
 
     workers = _resolve_workers(workers)
     want = {"train": n_train, "test": n_test}
@@ -989,7 +1004,7 @@ def _hf_csv_path(
         )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
         where = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE
-        raise FileNotFoundError(
+        raise DataError(
             f"dataset file {repo_id}/{filename} is not in the Hugging Face cache ({where}) and cannot be "
             f"downloaded here (offline or no network). Get it on a machine with internet with "
             f"`{HF_DOWNLOAD_HINT.format(repo_id=repo_id)}` (older huggingface_hub: "
@@ -1003,7 +1018,7 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
     name = str(path)
     bad: list[tuple[int, str]] = []  # (line number, reason)
     questions, answers, ratings, lines = [], [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -1134,11 +1149,14 @@ def load_hf(
     out = {}
     for prefix, split, subset in (("train", splits[0], train_subset), ("test", splits[1], test_subset)):
         path = hf_cache_path(repo_id, split, subset, min_rating, seed, data_dir, skip_bad_rows)
-        if path.exists() and not force_download:
-            arrays = _load_npz(path, ("inputs", "labels", "ratings"))
-        else:
+        arrays = None if force_download else _cached(path, ("inputs", "labels", "ratings"))
+        if arrays is None:
             csv_path = _hf_csv_path(repo_id, split, cache_dir, local_files_only, force_download)
-            inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress)
+            try:
+                inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress)
+            except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
+                raise DataError(f"{e}. If the download is damaged, fetch it again with "
+                                f'{{"data": {{"force_download": true}}}} in your config') from None
             keep = np.flatnonzero(ratings >= min_rating)
             if subset:
                 if subset > len(keep):

@@ -26,6 +26,10 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used, with the path in the message."""
 
 
+class NonFiniteLoss(UserError, FloatingPointError):
+    """The loss became NaN or infinite; training stopped before the update."""
+
+
 class Interrupted(UserError):
     """Stopped by SIGINT or SIGTERM; the message says what was saved. Exit status 128 + signum."""
 
@@ -37,9 +41,9 @@ class Interrupted(UserError):
 R = TypeVar("R")
 
 
-def fail(message: str, status: int = 1) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+def fail(message: str) -> NoReturn:
+    """Exit with status 1 after printing 'error: message' to stderr (SystemExit's own printing)."""
+    raise SystemExit(f"error: {message}")
 
 
 def run_cli(fn: Callable[[], R]) -> R:
@@ -53,4 +57,4 @@ def run_cli(fn: Callable[[], R]) -> R:
         print("\ninterrupted (Ctrl-C)", file=sys.stderr)
         raise SystemExit(130) from None
     except UserError as e:
-        fail(str(e))
+        fail(str(e))  # from inside the except: no traceback, the context is dropped

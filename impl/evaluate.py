@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
+from checkpoint import load_checkpoint, load_weights, write_atomic, write_text_atomic  # noqa: E402
+from config import load_config  # noqa: E402
+from device import pick_device, pick_dtype  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from trm import TRM, TRMConfig  # noqa: E402
-
-# train_trm imports this module (for evaluate), so the checkpoint and device helpers it owns are
-# imported inside the functions that need them, never at module level.
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
 TRAIN_COMMAND = "python impl/train_trm.py"
@@ -229,11 +230,14 @@ def format_depth_table(rows: list[dict], trained_N_sup: int | None = None) -> st
 def save_depth(rows: list[dict], out_dir: Path, split: str) -> tuple[Path, Path]:
     """depth_<split>.json and depth_<split>.csv in out_dir."""
     json_path, csv_path = out_dir / f"depth_{split}.json", out_dir / f"depth_{split}.csv"
-    json_path.write_text(json.dumps(rows, indent=2) + "\n")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    write_text_atomic(json_path, json.dumps(rows, indent=2) + "\n")
+
+    def write_csv(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+    write_atomic(csv_path, write_csv, binary=False)
     return json_path, csv_path
 
 
@@ -268,21 +272,17 @@ def plot_depth(rows: list[dict], path: Path, trained_N_sup: int, title: str = ""
 # Checkpoint loading (shared with solve.py)
 
 
-class EvalError(RuntimeError):
+class EvalError(UserError):
     """A problem the user can fix (missing checkpoint, bad data config); the CLI prints it."""
 
 
 def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, dict, str]:
     """Model (EMA weights when the checkpoint has them, in eval mode), the checkpoint dict, and
     which weights were used ("EMA" or "raw")."""
-    import train_trm
     path = Path(path)
     if not path.exists():
         raise EvalError(f"{path}: no such checkpoint; train one with: {TRAIN_COMMAND} (writes runs/<run_name>/best.pt)")
-    try:
-        ckpt = train_trm.load_checkpoint(path)
-    except (FileNotFoundError, train_trm.CheckpointError) as e:
-        raise EvalError(str(e)) from None
+    ckpt = load_checkpoint(path, TRAIN_COMMAND)
     missing = [key for key in ("model", "model_config", "config", "data_size") if key not in ckpt]
     if missing:
         raise EvalError(f"{path}: not a TRM training checkpoint (missing {', '.join(missing)})")
@@ -290,36 +290,26 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.
-    try:
-        train_trm.load_weights(model, {k: v for k, v in weights.items() if not k.startswith("predictor.")}, path)
-    except train_trm.CheckpointError as e:
-        raise EvalError(str(e)) from None
+    load_weights(model, {k: v for k, v in weights.items() if not k.startswith("predictor.")}, path)
     return model.to(device).eval(), ckpt, "EMA" if use_ema else "raw"
 
 
 def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype, str]:
     """Device and dtype as training picks them, with a line that says which and why."""
-    import train_trm
-    try:
-        device, device_why = train_trm.pick_device(device_name)
-        if dtype_name not in train_trm.DTYPES:
-            raise train_trm.ConfigError(f"--dtype: {dtype_name!r} is not one of {', '.join(train_trm.DTYPES)}")
-        dtype, dtype_why = train_trm.pick_dtype(dtype_name, device)
-    except train_trm.ConfigError as e:
-        raise EvalError(str(e).replace("training.device", "--device")) from None
+    device, device_why = pick_device(device_name, key="--device")
+    dtype, dtype_why = pick_dtype(dtype_name, device, key="--dtype")
     line = f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why})"
     return device, dtype, line
 
 
 def _data_section(ckpt: dict, data_config: str | None) -> tuple[dict, str]:
     """The checkpoint's data section, or it with a run-override file's data section merged over."""
-    import train_trm
     if not data_config:
         return ckpt["config"]["data"], "the checkpoint's data config"
     try:
-        merged = train_trm.load_config(data_config, base=ckpt["config"])
+        merged = load_config(data_config, base=ckpt["config"])
         data_sudoku.check_data_config(merged["data"])
-    except (train_trm.ConfigError, ValueError) as e:
+    except ValueError as e:
         raise EvalError(f"{data_config}: {e}" if str(data_config) not in str(e) else str(e)) from None
     return merged["data"], f"the checkpoint's data config with {data_config} merged over it (data section only)"
 
@@ -366,16 +356,16 @@ def run(args: argparse.Namespace) -> dict:
     if size != ckpt["data_size"]:
         raise EvalError(f"the data is {size}x{size} but {args.checkpoint} was trained on "
                         f"{ckpt['data_size']}x{ckpt['data_size']} grids")
-    try:
-        data = data_sudoku.load_sudoku(data_cfg, seed=data_cfg["seed"], progress=progress)
-    except (FileNotFoundError, RuntimeError) as e:   # a missing download, a damaged cache: the message says which
-        raise EvalError(str(e)) from None
+    data = data_sudoku.load_sudoku(data_cfg, seed=data_cfg["seed"], progress=progress)
     inputs, labels, ratings = {"test": (data.test_inputs, data.test_labels, data.test_ratings),
                                "train": (data.train_inputs, data.train_labels, data.train_ratings)}[args.split]
     limit = args.limit or len(inputs)
     inputs, labels, ratings = inputs[:limit], labels[:limit], ratings[:limit]
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvalError(f"--out: cannot write to {out_dir} ({e.strerror or type(e).__name__})") from None
 
     print(device_line)
     print(f"checkpoint: {args.checkpoint} (step {ckpt.get('step', '?')}, {weights} weights; "
@@ -393,7 +383,7 @@ def run(args: argparse.Namespace) -> dict:
     record = {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "weights": weights, "split": args.split,
               "data": data.description, "N_sup": steps, "halt": args.halt,
               "dtype": str(dtype).replace("torch.", ""), **metrics}
-    eval_path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(eval_path, json.dumps(record, indent=2) + "\n")
     files = [eval_path]
 
     rows = []
@@ -415,10 +405,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except EvalError as e:
-        sys.exit(f"error: {e}")
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

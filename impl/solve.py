@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
+from errors import UserError  # noqa: E402
 from evaluate import DEFAULT_CHECKPOINT, EvalError, load_trained, pick_device_dtype, valid_grids  # noqa: E402
 
 
@@ -45,9 +46,11 @@ def read_puzzles(text: str | None, file: str | None) -> list[tuple[str, str]]:
     if file is None:
         return [("puzzle", text)]
     try:
-        lines = Path(file).read_text().splitlines()
+        lines = Path(file).read_bytes().decode("utf-8-sig").splitlines()
     except OSError as e:
-        raise EvalError(f"{file}: cannot read puzzle file ({e.strerror})") from None
+        raise EvalError(f"{file}: cannot read puzzle file ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise EvalError(f"{file}: not a UTF-8 text file (byte {e.start}); one puzzle per line") from None
     puzzles = [(f"{file}:{no}", line) for no, line in enumerate(lines, 1)
                if line.strip() and not line.lstrip().startswith("#")]
     if not puzzles:
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         model, ckpt, _ = load_trained(args.checkpoint, device)
         size = ckpt["data_size"]
         puzzles = [(where, parse_for(text, where, size)) for where, text in texts]  # all checked before any work
-    except EvalError as e:
+    except UserError as e:
         sys.exit(f"error: {e}")
     K = args.max_steps or model.config.N_sup
     problems = []

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import difflib
 import json
 import math
 import os
 import platform
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -36,6 +34,12 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
 import distributed  # noqa: E402
+import rundir  # noqa: E402
+from checkpoint import (load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state,  # noqa: E402
+                        write_text_atomic)
+from config import check_resume_config, check_rules, load_config, merge_config  # noqa: E402
+from device import DTYPES, pick_device, pick_dtype  # noqa: E402
+from errors import ConfigError, Interrupted, NonFiniteLoss, run_cli  # noqa: E402
 from evaluate import evaluate  # noqa: E402  (metrics shared with impl/evaluate.py)
 from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
 
@@ -107,81 +111,6 @@ RUN_CONFIG = {
 # Configuration: JSON overrides, deep-merged and checked against RUN_CONFIG
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file and dotted key in the message."""
-
-
-# Names used by the official TRM code, pointed to ours in error messages.
-OFFICIAL_NAMES = {"H_cycles": "T", "L_cycles": "n", "halt_max_steps": "N_sup", "L_layers": "num_layers",
-                  "pos_encodings": "pos_encoding", "puzzle_emb_len": "n_prefix", "global_batch_size": "batch_size"}
-
-
-def _type_name(value) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(type(value), type(value).__name__)
-
-
-def _check_value(default, value, where: str) -> object:
-    """Return value if it has the default's type (ints are accepted for floats), else raise."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, list):
-        ok = isinstance(value, list)
-        if ok and default:
-            value = [_check_value(default[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(f"{where}: expected {_type_name(default)}, got {_type_name(value)} {value!r}")
-    return value
-
-
-def merge_config(base: dict, override: dict, source: str, prefix: str = "") -> dict:
-    """Deep-merge override into a copy of base; unknown keys and wrong types raise ConfigError."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        path = f"{prefix}{key}"
-        if key not in base:
-            close = difflib.get_close_matches(key, list(base), n=1)
-            if OFFICIAL_NAMES.get(key) in base:
-                hint = f" (the official code's name for '{OFFICIAL_NAMES[key]}')"
-            elif close:
-                hint = f" (did you mean '{close[0]}'?)"
-            else:
-                hint = f" (known keys: {', '.join(base)})"
-            raise ConfigError(f"{source}: unknown key '{path}'{hint}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {path}: expected object, got {_type_name(value)} {value!r}")
-            merged[key] = merge_config(base[key], value, source, f"{path}.")
-        else:
-            try:
-                merged[key] = _check_value(base[key], value, path)
-            except ConfigError as e:
-                raise ConfigError(f"{source}: {e}") from None
-    return merged
-
-
-def load_config(path: str | os.PathLike, base: dict = RUN_CONFIG) -> dict:
-    """Read a JSON override file and merge it over base."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
-    try:
-        override = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    if not isinstance(override, dict):
-        raise ConfigError(f"{path}: the top level must be a JSON object, got {_type_name(override)}")
-    return merge_config(base, override, str(path))
-
-
 def check_config(config: dict, source: str = "config") -> None:
     """Values that have the right type but are impossible."""
     m, d, t = config["model"], config["data"], config["training"]
@@ -200,62 +129,18 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
         ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
-        ("training.run_name", bool(t["run_name"]) and "/" not in t["run_name"], "must be a non-empty folder name"),
     ]
-    for key, ok, why in rules:
-        if not ok:
-            section, name = key.split(".")
-            raise ConfigError(f"{source}: {key}: {config[section][name]!r} {why}")
+    check_rules(config, rules, source)
     try:
+        rundir.check_run_name(t["run_name"])
         model_config(config, seq_len=1, vocab_size=2)
         data_sudoku.check_data_config(d)
-    except ValueError as e:  # both name the key: "model.T: 0 must be >= 1"
+    except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"
         raise ConfigError(f"{source}: {e}") from None
 
 
 def model_config(config: dict, seq_len: int, vocab_size: int) -> TRMConfig:
     return TRMConfig(vocab_size=vocab_size, seq_len=seq_len, **config["model"])
-
-
-# ----------------------------------------------------------------------------------------------
-# Device and dtype
-
-
-def pick_device(name: str, local_rank: int = 0) -> tuple[torch.device, str]:
-    """The device for name; under torchrun, "auto" and "cuda" mean this process's own GPU."""
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise ConfigError(f"training.device: unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"training.device: {name!r} asked for, but CUDA is not available here")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(f"training.device: {name!r} asked for, but MPS is not available here")
-        return device, "set in the config"
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank}"), f"auto: CUDA is available ({torch.cuda.get_device_name(local_rank)})"
-    if torch.backends.mps.is_available():
-        return torch.device("mps"), "auto: Apple MPS is available"
-    return torch.device("cpu"), "auto: no CUDA or MPS device found"
-
-
-DTYPES = ("auto", "float32", "bfloat16")  # compute dtypes a run may ask for
-
-
-def pick_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
-    if name != "auto":
-        return getattr(torch, name), "set in the config"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "auto: the GPU supports bf16"
-        return torch.float32, "auto: this GPU has no bf16"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # Measured on a 2-core AVX-512 (bf16) CPU: bf16 matmuls ran ~4x fp32, a training step 2-4x.
-        return torch.bfloat16, "auto: this CPU has native bf16 (AVX-512 BF16/AMX), measured 2-4x faster"
-    return torch.float32, "auto: no fast bf16 on this device"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,129 +216,11 @@ def lr_at(step: int, t: dict) -> float:
     return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def ensure_writable(folder: Path) -> None:
-    """Make the run folder, and prove it can be written, before any work."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"training.runs_dir / training.run_name: cannot write to {folder} "
-                          f"({e.strerror or type(e).__name__})") from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, with the path in the message."""
-
-
-def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint there (train first: python impl/train_trm.py)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file; report it as ours
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: checkpoint is corrupt or incomplete ({type(e).__name__}: {first_line})") from None
-
-
-def load_weights(module: torch.nn.Module, state: dict, path: Path | str) -> None:
-    """load_state_dict with an error that lists every missing, unexpected and mis-shaped key."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        lines = ([f"missing: {', '.join(missing)}"] if missing else []) + \
-                ([f"unexpected: {', '.join(unexpected)}"] if unexpected else []) + shapes
-        raise CheckpointError(f"{path}: weights do not fit this model (a different architecture?):\n  "
-                              + "\n  ".join(lines))
-    module.load_state_dict(state)
-
-
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download")
-
-
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """Dotted keys whose values differ between two configs, with both values."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append((f"{prefix}{key}", a, b))
-    return changes
-
-
-def check_resume_config(saved: dict, config: dict, path: Path) -> list[str]:
-    """Raise if the config changed in a way a resumed run cannot honour; return the allowed changes."""
-    changes = config_changes(saved, config)
-    bad = [f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, a, b in changes if k not in RESUMABLE_CHANGES]
-    if bad:
-        raise ConfigError(f"{path}: cannot resume, the config differs in: {'; '.join(bad)}. Only these may "
-                          f"change when resuming: {', '.join(RESUMABLE_CHANGES)}")
-    return [f"{k}: {a!r} -> {b!r}" for k, a, b in changes]
-
-
-class Interrupted(RuntimeError):
-    """Training stopped by SIGINT or SIGTERM after saving last.pt."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-def keep_previous_run(run_dir: Path) -> None:
-    """A fresh run in a folder that holds one (checkpoints, logs, evaluation files) moves the old
-    files to <run_dir>/previous/, replacing what an even older run left there."""
-    old = [path for path in run_dir.iterdir() if path.is_file()]
-    if not old:
-        return
-    previous = run_dir / "previous"
-    if previous.exists():
-        shutil.rmtree(previous)
-    previous.mkdir()
-    for path in old:
-        os.replace(path, previous / path.name)
-    print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
-
-
-def rng_state() -> dict:
-    """Global RNG states, in types that torch.load(weights_only=True) accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                      "has_gauss": has_gauss, "gauss": gauss}}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,13 +267,22 @@ def main(config: dict, resume: bool = False, progress: bool = True,
     check_config(config)
     d = distributed.from_env()
     device, device_why = pick_device(config["training"]["device"], d.local_rank)
+    run_dir = Path(config["training"]["runs_dir"]) / config["training"]["run_name"]
+    lock = rundir.RunLock(run_dir) if d.is_main else None  # only rank 0 writes in the run folder
     distributed.init(d, device)
     try:
+        if lock is not None:
+            rundir.make_run_dir(run_dir)
+            lock.acquire()
+            if lock.note:
+                print0(lock.note)
         with stop_signals() as stop:
             result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
         distributed.barrier(d)  # no process tears the group down while another still uses it
         return result
     finally:
+        if lock is not None:
+            lock.release()
         distributed.shutdown()
 
 
@@ -545,8 +321,6 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
           device: torch.device, device_why: str, stop: StopFlag) -> dict:
     m_cfg, d_cfg, t_cfg = config["model"], config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
-    if d.is_main:
-        ensure_writable(run_dir)
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
@@ -599,7 +373,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
 
     if resume:
         ckpt = load_checkpoint(last_path)
-        for change in check_resume_config(ckpt["config"], config, last_path):
+        for change in check_resume_config(ckpt["config"], config, last_path, RESUMABLE_CHANGES):
             print0(f"resume: {change}")
         s = ckpt["slots"]
         if s["inputs"].shape[0] != G:
@@ -619,7 +393,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
     elif d.is_main:
-        keep_previous_run(run_dir)
+        previous = rundir.keep_previous_run(run_dir)
+        if previous is not None:
+            print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
         resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                            "numpy": np.__version__}, "processes": d.world_size}
         write_text_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
@@ -696,7 +472,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
             finite = bool(distributed.mean(torch.tensor(float(finite)), d) == 1.0)
         if not finite:
             saved = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint was written yet"
-            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1} (not finite); training stopped "
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step + 1} (not finite); training stopped "
                                      f"before the update, nothing was saved over the checkpoints; {saved}")
         loss.backward()
         if t_cfg["grad_clip"] > 0:
@@ -806,10 +582,12 @@ def parse_args(argv: list[str] | None = None, doc: str | None = __doc__) -> argp
 def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG, check=None, main_fn=None,
         doc: str | None = __doc__) -> dict:
     """Command line of a training script: --config over base, checks (plus check(config, source)
-    for a variant's own keys), then main_fn (default: this file's main)."""
+    for a variant's own keys), then main_fn (default: this file's main). Errors a user can fix end
+    in one line `error: ...` and exit status 1; SIGINT/SIGTERM save last.pt and exit 128+signal."""
     args = parse_args(argv, doc)
-    source = args.config or "RUN_CONFIG"
-    try:
+
+    def run() -> dict:
+        source = args.config or "RUN_CONFIG"
         if args.resume and not args.config:  # continue the run with the config it was started with
             path = Path(base["training"]["runs_dir"]) / base["training"]["run_name"] / "last.pt"
             source = str(path)
@@ -819,15 +597,9 @@ def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG, check=None, main
         check_config(config, source)
         if check is not None:
             check(config, source)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
-    try:
         return (main_fn or main)(config, resume=args.resume, progress=not args.no_progress)
-    except Interrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except (ConfigError, CheckpointError, FileNotFoundError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_trm  # noqa: E402
-from train_trm import ConfigError, Slots  # noqa: E402
+from errors import ConfigError  # noqa: E402
+from train_trm import Slots  # noqa: E402
 from trm import LOSSES, TRM, Carry, TRMConfig  # noqa: E402
 
 JEPA_TRAINING = {

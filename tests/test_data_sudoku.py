@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import data_sudoku as ds
+from errors import DataError
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "impl"
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
@@ -266,11 +267,18 @@ def test_split_same_seed_same_result_across_workers(tmp_path):
         assert a[key].tobytes() == b[key].tobytes()
 
 
-def test_corrupt_cache_names_the_file(tmp_path):
+def test_damaged_generated_cache_is_rebuilt_and_named(tmp_path, capsys):
+    fresh = ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path / "a", workers=1, progress=False)
     path = ds.generated_cache_path(4, 10, 5, (4, 10), 0, -1, 0, tmp_path)
-    path.write_bytes(b"not a zip file")
-    with pytest.raises(RuntimeError, match=r"sudoku4_tr10_te5_g4-10_r0-any_s0\.npz.*delete it"):
+    for damaged in (b"not a zip file", (tmp_path / "a" / path.name).read_bytes()[:300]):  # garbage, truncated
+        path.write_bytes(damaged)
+        again = ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path, workers=1, progress=False)
+        assert "sudoku4_tr10_te5_g4-10_r0-any_s0.npz: cache file is corrupt or incomplete" in capsys.readouterr().err
+        for key in ds.SPLIT_KEYS:
+            assert again[key].tobytes() == fresh[key].tobytes()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", path.name]  # no temporary file left
         ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path, workers=1, progress=False)
+        assert "corrupt" not in capsys.readouterr().err  # the rebuilt file is whole
 
 
 def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
@@ -484,7 +492,7 @@ def test_hf_missing_column_always_raises(tmp_path):
 
 def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
     (tmp_path / "hub").mkdir()
-    with pytest.raises(FileNotFoundError, match="hf download nobody/missing --repo-type dataset"):
+    with pytest.raises(DataError, match="hf download nobody/missing --repo-type dataset"):
         ds.load_hf("nobody/missing", data_dir=tmp_path / "data", cache_dir=tmp_path / "hub",
                    local_files_only=True, progress=False)
 
@@ -507,7 +515,7 @@ def test_hf_offline_env_in_subprocess(tmp_path):
         print("dispatch", data.size, data.train_inputs.shape, data.test_inputs.shape, data.description)
         try:
             ds.load_hf("nobody/missing", data_dir={str(tmp_path / "data")!r}, progress=False)
-        except FileNotFoundError as e:
+        except ds.DataError as e:
             print("missing", e)
         """
     )

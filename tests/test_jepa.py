@@ -8,7 +8,8 @@ import torch
 
 import train_trm
 import train_trm_jepa as jepa
-from train_trm import ConfigError, merge_config
+from config import merge_config
+from errors import ConfigError
 from trm import TRM, TRMConfig
 
 

@@ -11,7 +11,9 @@ import torch
 
 import train_trm
 from test_train import tiny_run_config
-from train_trm import CheckpointError, ConfigError, check_config, merge_config, RUN_CONFIG
+from config import merge_config
+from errors import CheckpointError, ConfigError
+from train_trm import RUN_CONFIG, check_config
 from trm import TRM, TRMConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,11 +24,11 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypa
     train_trm.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
 
     def half_write(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
-        raise OSError("disk full")
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"last.pt: cannot write \(No space left on device\); the previous file"):
         train_trm.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert train_trm.load_checkpoint(path)["step"] == 1
@@ -40,7 +42,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint is corrupt or incomplete"):
         train_trm.load_checkpoint(bad)
-    with pytest.raises(FileNotFoundError, match="missing.pt: no checkpoint there"):
+    with pytest.raises(CheckpointError, match="missing.pt: no checkpoint there"):
         train_trm.load_checkpoint(tmp_path / "missing.pt")
 
 

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 import train_trm
-from train_trm import RUN_CONFIG, ConfigError, check_config, load_config, merge_config
+import config as config_file
+from config import merge_config
+from errors import ConfigError
+from train_trm import RUN_CONFIG, check_config
 from trm import TRM, TRMConfig
 
 
@@ -22,6 +25,10 @@ def tiny_run_config(tmp_path, **training) -> dict:
 
 
 # -- configuration ------------------------------------------------------------------------------
+
+def load_config(path):
+    return config_file.load_config(path, RUN_CONFIG)
+
 
 def write(tmp_path, text: str, name: str = "over.json"):
     path = tmp_path / name
@@ -159,11 +166,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert logs[0] == logs[1]
 
 
-def test_fresh_run_moves_previous_run_aside(tmp_path):
-    config = tiny_run_config(tmp_path, max_steps=5, eval_every=5)
-    train_trm.main(config, progress=False)
+def test_fresh_runs_keep_every_earlier_run(tmp_path):
     run_dir = tmp_path / "runs" / "tiny"
-    first = (run_dir / "last.pt").read_bytes()
-    train_trm.main(tiny_run_config(tmp_path, max_steps=3, eval_every=3), progress=False)
-    assert (run_dir / "previous" / "last.pt").read_bytes() == first
-    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 3
+    saved = []
+    for steps in (5, 3, 4):
+        train_trm.main(tiny_run_config(tmp_path, max_steps=steps, eval_every=steps), progress=False)
+        saved.append((run_dir / "last.pt").read_bytes())
+    assert (run_dir / "previous-1" / "last.pt").read_bytes() == saved[0]
+    assert (run_dir / "previous-2" / "last.pt").read_bytes() == saved[1]
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 4
+    assert sorted(p.name for p in (run_dir / "previous-1").iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]

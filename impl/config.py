@@ -1,0 +1,152 @@
+"""Run configuration: JSON override files deep-merged over a script's RUN_CONFIG, and checked.
+
+    config = load_config("tiny.json", base=RUN_CONFIG)   # ConfigError names the file and dotted key
+
+Types come from the defaults (an int where the default is a float is accepted); unknown keys get
+the nearest known one, or the official code's name pointed to ours. JSON that would silently do
+something else is refused: duplicate keys, NaN/Infinity literals, text that is not UTF-8.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+import os
+from pathlib import Path
+
+from errors import ConfigError
+
+# Names used by the official TRM code, pointed to ours in error messages.
+OFFICIAL_NAMES = {"H_cycles": "T", "L_cycles": "n", "halt_max_steps": "N_sup", "L_layers": "num_layers",
+                  "pos_encodings": "pos_encoding", "puzzle_emb_len": "n_prefix", "global_batch_size": "batch_size"}
+
+
+def type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__)
+
+
+class _NonFinite(str):
+    """A NaN / Infinity literal from a JSON file: kept as a marker so the error can name its key."""
+
+
+def _check_value(default, value, where: str) -> object:
+    """Return value if it has the default's type (ints are accepted for floats), else raise."""
+    if isinstance(value, _NonFinite):
+        raise ConfigError(f"{where}: {value} is not a finite number (JSON has no NaN or Infinity)")
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+        if ok and default:
+            value = [_check_value(default[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {type_name(default)}, got {type_name(value)} {value!r}")
+    return value
+
+
+def merge_config(base: dict, override: dict, source: str, prefix: str = "") -> dict:
+    """Deep-merge override into a copy of base; unknown keys and wrong types raise ConfigError."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            if OFFICIAL_NAMES.get(key) in base:
+                hint = f" (the official code's name for '{OFFICIAL_NAMES[key]}')"
+            elif close:
+                hint = f" (did you mean '{close[0]}'?)"
+            else:
+                hint = f" (known keys: {', '.join(base)})"
+            raise ConfigError(f"{source}: unknown key '{path}'{hint}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {path}: expected object, got {type_name(value)} {value!r}")
+            merged[key] = merge_config(base[key], value, source, f"{path}.")
+        else:
+            try:
+                merged[key] = _check_value(base[key], value, path)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    return merged
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} (JSON keeps only the last one; remove the other)")
+        seen[key] = value
+    return seen
+
+
+def _parse_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)  # 1e999 would be inf
+
+
+def parse_json(text: str, source: str) -> object:
+    """json.loads, but duplicate keys and NaN/Infinity are errors; messages start with source."""
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_NonFinite,
+                          parse_float=_parse_float)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | os.PathLike, base: dict) -> dict:
+    """Read a JSON override file and merge it over base."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); "
+                          f"a config file is JSON text") from None
+    override = parse_json(text, str(path))
+    if not isinstance(override, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(override)}")
+    return merge_config(base, override, str(path))
+
+
+def check_rules(config: dict, rules: list[tuple[str, bool, str]], source: str) -> None:
+    """rules: (dotted key, ok, why); the first that fails raises 'source: key: value why'."""
+    for key, ok, why in rules:
+        if not ok:
+            value = config
+            for part in key.split("."):
+                value = value[part]
+            raise ConfigError(f"{source}: {key}: {value!r} {why}")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Dotted keys whose values differ between two configs, with both values."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
+def check_resume_config(saved: dict, config: dict, path: Path, resumable: tuple[str, ...]) -> list[str]:
+    """Raise if the config changed in a way a resumed run cannot honour; return the allowed changes."""
+    changes = config_changes(saved, config)
+    bad = [f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, a, b in changes if k not in resumable]
+    if bad:
+        raise ConfigError(f"{path}: cannot resume, the config differs in: {'; '.join(bad)}. Only these may "
+                          f"change when resuming: {', '.join(resumable)}")
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in changes]
