@@ -1155,6 +1155,8 @@ def load_hf(
             try:
                 inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress)
             except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
+                if isinstance(e, UnicodeDecodeError):
+                    e = f"{csv_path}: not UTF-8 text ({e.reason})"
                 raise DataError(f"{e}. If the download is damaged, fetch it again with "
                                 f'{{"data": {{"force_download": true}}}} in your config') from None
             keep = np.flatnonzero(ratings >= min_rating)

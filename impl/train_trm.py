@@ -41,7 +41,7 @@ from config import check_resume_config, check_rules, load_config, merge_config  
 from device import DTYPES, pick_device, pick_dtype  # noqa: E402
 from errors import ConfigError, Interrupted, NonFiniteLoss, run_cli  # noqa: E402
 from evaluate import evaluate  # noqa: E402  (metrics shared with impl/evaluate.py)
-from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
+from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters, swiglu_width  # noqa: E402
 
 RUN_CONFIG = {
     "model": {
@@ -207,6 +207,45 @@ class EMA:
         torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
+def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
+    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
+    (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
+    copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
+    block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
+    D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
+    W = swiglu_width(D, mcfg.expansion)
+    mixer = 3 * L * swiglu_width(L, mcfg.expansion) if mcfg.mlp_t else 4 * D * D
+    params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
+    per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
+    activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
+    return 5 * 4 * params, activations
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Bytes of memory on the device (CPU: physical memory), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_memory(mcfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before allocating, a model and batch that cannot fit in the machine's memory."""
+    params, activations = memory_estimate(mcfg, batch, dtype)
+    have = machine_memory(device)
+    if have is not None and params + activations > have:
+        gib = 2 ** 30
+        raise ConfigError(
+            f"model.hidden_size {mcfg.hidden_size}, training.batch_size {batch}: this run needs at least "
+            f"{(params + activations) / gib:,.1f} GiB ({params / gib:,.1f} GiB for parameters with gradients, Adam "
+            f"and EMA, {activations / gib:,.1f} GiB of activations per supervision step), more than the "
+            f"{have / gib:,.1f} GiB of this {device.type}; lower them")
+
+
 def lr_at(step: int, t: dict) -> float:
     if step < t["warmup_steps"]:
         return t["lr"] * (step + 1) / t["warmup_steps"]
@@ -276,6 +315,9 @@ def main(config: dict, resume: bool = False, progress: bool = True,
             lock.acquire()
             if lock.note:
                 print0(lock.note)
+            previous = None if resume else rundir.keep_previous_run(run_dir)  # before any work
+            if previous is not None:
+                print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
         with stop_signals() as stop:
             result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
         distributed.barrier(d)  # no process tears the group down while another still uses it
@@ -335,6 +377,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         print0(f"note: training.batch_size {t_cfg['batch_size']} x {d.world_size} process(es) is more than the "
                f"{len(data.train_inputs)} training puzzles: the same puzzles will be in flight more than once")
     mcfg = model_config(config, seq_len=data.size * data.size, vocab_size=data_sudoku.vocab_size(data.size))
+    check_memory(mcfg, t_cfg["batch_size"], dtype, device)
 
     random.seed(t_cfg["seed"])
     np.random.seed(t_cfg["seed"])
@@ -393,9 +436,6 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
     elif d.is_main:
-        previous = rundir.keep_previous_run(run_dir)
-        if previous is not None:
-            print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
         resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                            "numpy": np.__version__}, "processes": d.world_size}
         write_text_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
