@@ -47,11 +47,13 @@ def test_torchrun_two_processes_match_one_process_with_the_combined_batch(tmp_pa
     assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-6)  # same weights, same puzzles
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)
     # ... and so do the weights, up to Adam turning float noise in near-zero gradients into
-    # steps of up to lr: a bound of 5% of the largest possible move, while a wrong split of the
-    # batch moves weights by about lr per step.
-    lr = one["training"]["lr"]
+    # steps of up to lr: a wrong split of the batch moves nearly every weight by about lr per step
+    # (an RMS difference near lr * steps), float-order noise moves a few weights by a few percent
+    # of that (seen: RMS under 0.5%, largest 9%, on CPUs with different matmul kernels).
+    move = one["training"]["lr"] * steps
     for key in a["model"]:
-        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=0, atol=0.05 * lr * steps, msg=key)
+        diff = (b["model"][key] - a["model"][key]).abs()
+        assert diff.pow(2).mean().sqrt() < 0.02 * move and diff.max() < 0.5 * move, key
     assert torch.equal(a["slots"]["inputs"], b["slots"]["inputs"])  # same puzzles in the same slots
     # Each process's carry went back into its own slots: per puzzle, the states differ by the
     # same float noise (about 1%), not by swapped or stale slots (about 100%).
