@@ -12,6 +12,9 @@ cycle. Training repeats supervision steps (deep supervision, up to N_sup per puz
 optimizer step each. The output head reads y; the halting (Q) head predicts from y whether the
 current answer is entirely right.
 
+Initialisation follows the official code: a truncated normal whose realised standard deviation is
+the requested one (trunc_normal_ below), LeCun-scaled for linear layers.
+
 Shapes: B = batch, L = sequence (n_prefix + puzzle cells), D = hidden size, V = vocabulary.
 Inside the model, states are laid out sequence-first, (L, B, D): the MLP across cells (mlp_t) is
 then one plain matrix product over a (L, B*D) view. The public inputs and outputs are batch-first.
@@ -84,8 +87,28 @@ def swiglu_width(size: int, expansion: float) -> int:
     return -(width // -256) * 256
 
 
-def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
-    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+def truncated_normal_std(bound: float = 2.0) -> float:
+    """Standard deviation of a standard normal truncated to [-bound, bound] (about 0.8796 at 2)."""
+    pdf = math.exp(-0.5 * bound ** 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(bound / math.sqrt(2))                             # P(|x| <= bound)
+    return math.sqrt(1 - 2 * bound * pdf / mass)
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
+    """Fill tensor from a truncated normal whose realised standard deviation is std.
+
+    As the official code (after JAX's truncated_normal): a standard normal truncated to
+    [-bound, bound], drawn by inverting the CDF of a uniform draw, then scaled by
+    std / truncated_normal_std(bound), so values lie within about +-2.27 std. torch's
+    nn.init.trunc_normal_(std=s, a=-2s, b=2s) realises about 0.88 s.
+    """
+    with torch.no_grad():
+        if std == 0:
+            return tensor.zero_()
+        scale = std / truncated_normal_std(bound)
+        edge = math.erf(bound / math.sqrt(2))                          # erf(x / sqrt2) = 2 Phi(x) - 1
+        tensor.uniform_(-edge, edge).erfinv_().mul_(math.sqrt(2) * scale)  # N(0, 1) within +-bound, scaled
+        return tensor.clamp_(-bound * scale, bound * scale)            # guards the rounding at the edges
 
 
 class CastedLinear(nn.Linear):
@@ -255,7 +278,8 @@ class TRM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """All initialisation in one place (LeCun-normal, truncated, as in the official code)."""
+        """All initialisation in one place: truncated normal with the official std correction,
+        LeCun-scaled (std 1/sqrt(fan_in)) for linear layers, as in the official code."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
