@@ -51,7 +51,9 @@ RUN_CONFIG = {
         "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
         "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)
         "mlp_t": True,               # MLP across cells instead of attention (TRM-MLP, the paper's best on Sudoku)
-        "n_prefix": 1,               # learned prefix tokens (official puzzle embedding); Q head reads the first
+        "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
+        "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
+        "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
     },
     "data": {
         "source": "generated",       # builtin | generated | hf

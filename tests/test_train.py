@@ -83,6 +83,7 @@ def test_missing_config_file_is_named(tmp_path):
     ("training", "batch_size", 0, "training.batch_size: 0 must be >= 1"),
     ("training", "loss", "hinge", "training.loss: 'hinge' must be one of"),
     ("training", "dtype", "float16", "training.dtype"),
+    ("model", "mlp_t_norm", "channel", "model.mlp_t_norm: 'channel' must be sequence or hidden"),
     ("data", "grid_size", 5, "data.grid_size: 5 is not one of 4, 6, 9"),
     ("data", "givens", [20, 10], "data.givens"),
     ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),

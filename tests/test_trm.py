@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trm import (TRM, Carry, TRMConfig, count_parameters, softmax_cross_entropy, stablemax_cross_entropy, swiglu_width,
-                 trunc_normal_, truncated_normal_std)
+from trm import (TRM, Carry, TRMConfig, count_parameters, rms_norm, softmax_cross_entropy, stablemax_cross_entropy,
+                 swiglu_width, trunc_normal_, truncated_normal_std)
 
 
 def tiny_config(**overrides) -> TRMConfig:
@@ -57,6 +57,37 @@ def test_parameter_count_by_hand():
     assert count_parameters(TRM(cfg_t)) == expected_t
 
 
+def test_parameter_count_with_the_official_prefix():
+    """16 prefix positions: one learned vector ("first", official) or 16 ("all")."""
+    base = count_parameters(TRM(tiny_config(n_prefix=1)))
+    assert count_parameters(TRM(tiny_config(n_prefix=16))) == base
+    assert count_parameters(TRM(tiny_config(n_prefix=16, prefix_learned="all"))) == base + 15 * 32
+
+
+@pytest.mark.parametrize("n_prefix,width", [(1, 256), (16, 512)])
+def test_mlp_t_width_follows_the_sequence_length(n_prefix, width):
+    """As in the official code: SwiGLU width of L = n_prefix + 81 at 9x9 (97 -> 512 with 16 positions)."""
+    model = TRM(TRMConfig(vocab_size=11, seq_len=81, hidden_size=32, mlp_t=True, pos_encoding="none", n_prefix=n_prefix))
+    mix = model.net.blocks[0].mix
+    assert mix.width == width and mix.gate_up.shape == (2 * width, 81 + n_prefix)
+
+
+def test_official_prefix_layout_is_one_learned_vector_then_zeros():
+    cfg = tiny_config(n_prefix=16, mlp_t=True, pos_encoding="none")
+    model = TRM(cfg)
+    assert model.prefix.shape == (1, cfg.hidden_size)
+    with torch.no_grad():
+        model.prefix.normal_()
+    inputs, labels = random_batch(cfg)
+    x = model.input_embedding(inputs)                                   # (L, B, D)
+    assert x.shape == (16 + cfg.seq_len, 3, cfg.hidden_size)
+    torch.testing.assert_close(x[0], math.sqrt(cfg.hidden_size) * model.prefix[0].expand(3, -1))
+    assert torch.all(x[1:16] == 0)
+    _, logits, q = model(inputs, model.initial_carry(3))
+    (softmax_cross_entropy(logits, labels).mean() + q.sum()).backward()
+    assert model.prefix.grad.abs().sum() > 0
+
+
 def official_trunc_normal(tensor: torch.Tensor, std: float) -> torch.Tensor:
     """The official trunc_normal_init_ (models/common.py), from its formula: uniform in
     [erf(-2/sqrt2), erf(2/sqrt2)], erfinv, times sqrt2 * std / sigma, clipped at +-2 std / sigma."""
@@ -95,6 +126,17 @@ def test_model_init_uses_the_corrected_std():
     assert abs(model.embed.weight.std().item() * math.sqrt(256) - 1) < 0.01   # 512k values
     std_yz = torch.cat((model.y_init, model.z_init)).std().item()
     assert 0.9 < std_yz < 1.1 and torch.cat((model.y_init, model.z_init)).abs().max() <= 2.28
+
+
+def test_rms_norm_is_computed_in_fp32_and_cast_back():
+    x = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(0)).mul(40).to(torch.bfloat16)
+    x32 = x.float()
+    for dim in (0, -1):
+        out = rms_norm(x, dim, 1e-5)
+        assert out.dtype == torch.bfloat16
+        ref = (x32 * torch.rsqrt(x32.square().mean(dim, keepdim=True) + 1e-5)).to(torch.bfloat16)
+        torch.testing.assert_close(out, ref, atol=0, rtol=2 ** -8)  # at most one bf16 rounding step
+    assert torch.equal(rms_norm(x, 0, 1e-5), (x32 * torch.rsqrt(x32.square().mean(0, keepdim=True) + 1e-5)).to(torch.bfloat16))
 
 
 def test_halting_head_starts_at_never_halt():
@@ -233,6 +275,7 @@ def test_stablemax_matches_definition():
 @pytest.mark.parametrize("key,value,message", [
     ("T", 0, "model.T"), ("n", 0, "model.n"), ("hidden_size", 30, "divisible by num_heads"),
     ("pos_encoding", "alibi", "model.pos_encoding"), ("N_sup", 0, "model.N_sup"),
+    ("mlp_t_norm", "channel", "model.mlp_t_norm"), ("prefix_learned", "none", "model.prefix_learned"),
 ])
 def test_bad_model_config_names_the_key(key, value, message):
     with pytest.raises(ValueError, match=message):
