@@ -36,6 +36,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
 import distributed  # noqa: E402
+from adam_atan2 import AdamATan2  # noqa: E402
 from evaluate import evaluate  # noqa: E402  (metrics shared with impl/evaluate.py)
 from trm import LOSSES, TRM, Carry, TRMConfig, count_parameters  # noqa: E402
 
@@ -84,9 +85,11 @@ RUN_CONFIG = {
         "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
         "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
         "warmup_steps": 50,          # linear warmup steps (paper: 2000)
-        "weight_decay": 0.1,         # AdamW weight decay (paper: 1.0)
-        "beta1": 0.9,                # AdamW beta1 (paper: 0.9)
-        "beta2": 0.95,               # AdamW beta2 (paper: 0.95)
+        "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
+        "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
+        "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "beta1": 0.9,                # Adam beta1 (paper: 0.9)
+        "beta2": 0.95,               # Adam beta2 (paper: 0.95)
         "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
         "loss": "softmax",           # softmax | stablemax (official default) cross entropy
         "halt_loss_weight": 0.5,     # weight of the halting BCE, as in the official code
@@ -201,6 +204,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+        ("training.optimizer", t["optimizer"] in ("adamw", "adam_atan2"), "must be adamw or adam_atan2"),
         ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
         ("training.run_name", bool(t["run_name"]) and "/" not in t["run_name"], "must be a non-empty folder name"),
     ]
@@ -572,10 +576,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and name != "prefix" else no_decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
+        (decay if t_cfg["decay_all"] or (p.ndim >= 2 and name != "prefix") else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": t_cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer_class = AdamATan2 if t_cfg["optimizer"] == "adam_atan2" else torch.optim.AdamW
+    optimizer = optimizer_class(groups, lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
     ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
     if t_cfg["compile"]:
         model.net.compile()
