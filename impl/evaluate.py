@@ -286,7 +286,9 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     missing = [key for key in ("model", "model_config", "config", "data_size") if key not in ckpt]
     if missing:
         raise EvalError(f"{path}: not a TRM training checkpoint (missing {', '.join(missing)})")
-    model = TRM(TRMConfig(**ckpt["model_config"]))
+    # Checkpoints from before model.mlp_t_norm and model.prefix_learned existed were trained with
+    # the per-token mlp_t norm and every prefix position learned: keep them computing that.
+    model = TRM(TRMConfig(**{"mlp_t_norm": "hidden", "prefix_learned": "all", **ckpt["model_config"]}))
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.

@@ -34,6 +34,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data_sudoku  # noqa: E402
 import distributed  # noqa: E402
+from adam_atan2 import AdamATan2  # noqa: E402
 import rundir  # noqa: E402
 from checkpoint import (load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state,  # noqa: E402
                         write_text_atomic)
@@ -55,7 +56,9 @@ RUN_CONFIG = {
         "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
         "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)
         "mlp_t": True,               # MLP across cells instead of attention (TRM-MLP, the paper's best on Sudoku)
-        "n_prefix": 1,               # learned prefix tokens (official puzzle embedding); Q head reads the first
+        "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
+        "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
+        "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
     },
     "data": {
         "source": "generated",       # builtin | generated | hf
@@ -86,9 +89,11 @@ RUN_CONFIG = {
         "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
         "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
         "warmup_steps": 50,          # linear warmup steps (paper: 2000)
-        "weight_decay": 0.1,         # AdamW weight decay (paper: 1.0)
-        "beta1": 0.9,                # AdamW beta1 (paper: 0.9)
-        "beta2": 0.95,               # AdamW beta2 (paper: 0.95)
+        "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
+        "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
+        "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "beta1": 0.9,                # Adam beta1 (paper: 0.9)
+        "beta2": 0.95,               # Adam beta2 (paper: 0.95)
         "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
         "loss": "softmax",           # softmax | stablemax (official default) cross entropy
         "halt_loss_weight": 0.5,     # weight of the halting BCE, as in the official code
@@ -128,6 +133,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+        ("training.optimizer", t["optimizer"] in ("adamw", "adam_atan2"), "must be adamw or adam_atan2"),
         ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
     ]
     check_rules(config, rules, source)
@@ -387,10 +393,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn, d: d
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and name != "prefix" else no_decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t_cfg["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
+        (decay if t_cfg["decay_all"] or (p.ndim >= 2 and name != "prefix") else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": t_cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer_class = AdamATan2 if t_cfg["optimizer"] == "adam_atan2" else torch.optim.AdamW
+    optimizer = optimizer_class(groups, lr=t_cfg["lr"], betas=(t_cfg["beta1"], t_cfg["beta2"]))
     ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
     if t_cfg["compile"]:
         model.net.compile()

@@ -12,11 +12,26 @@ cycle. Training repeats supervision steps (deep supervision, up to N_sup per puz
 optimizer step each. The output head reads y; the halting (Q) head predicts from y whether the
 current answer is entirely right.
 
+Each block of f is post-norm: h = norm(h + mix(h)), then h = norm_D(h + SwiGLU(h)), where mix is
+self-attention or, for TRM-MLP (mlp_t), a SwiGLU across the sequence. The norms are RMS norms
+without weights, computed in fp32 and cast back (official rms_norm). norm is over D for attention;
+for mlp_t it is over the L sequence positions, per hidden channel, as in the official code (which
+transposes to (B, D, L) and normalises over the last axis); mlp_t_norm="hidden" keeps a per-token
+norm over D instead, as an option.
+
+The input is n_prefix prefix positions, then the puzzle cells. With prefix_learned="first" (the
+official layout: puzzle_emb_len=16, puzzle_emb_ndim=D) only position 0 is a learned vector (zero
+init; the official per-puzzle embedding, one vector for Sudoku) and the others are fixed zeros;
+with "all" every prefix position is learned. The halting head reads position 0.
+
+Initialisation follows the official code: a truncated normal whose realised standard deviation is
+the requested one (trunc_normal_ below), LeCun-scaled for linear layers.
+
 Shapes: B = batch, L = sequence (n_prefix + puzzle cells), D = hidden size, V = vocabulary.
 Inside the model, states are laid out sequence-first, (L, B, D): the MLP across cells (mlp_t) is
-then one plain matrix product over a (L, B*D) view. The public inputs and outputs are batch-first.
-The compute dtype follows the carry: a bf16 carry runs the network in bf16 with fp32 weights cast
-at use (as the official code's forward_dtype); an fp32 carry runs in fp32.
+then one plain matrix product over a (L, B*D) view, and its norm is over dim 0. The public inputs
+and outputs are batch-first. The compute dtype follows the carry: a bf16 carry runs the network in
+bf16 with fp32 weights cast at use (as the official code's forward_dtype); an fp32 carry runs in fp32.
 This file holds model code only: no I/O, no data, no training loop.
 """
 from __future__ import annotations
@@ -44,7 +59,9 @@ class TRMConfig:
     halt_exploration_prob: float = 0.1  # chance a puzzle gets a random minimum number of steps
     pos_encoding: str = "rope"       # rope | learned | none
     mlp_t: bool = False              # MLP across the sequence instead of self-attention (TRM-MLP)
-    n_prefix: int = 1                # learned prefix tokens (official: puzzle_emb_len); Q head reads the first
+    mlp_t_norm: str = "sequence"     # mlp_t's first norm: sequence (official: over L, per channel) | hidden
+    n_prefix: int = 1                # prefix positions (official: puzzle_emb_len, 16); the Q head reads the first
+    prefix_learned: str = "first"    # first (official: position 0 learned, the rest zeros) | all (all learned)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -62,6 +79,8 @@ class TRMConfig:
             ("halt_exploration_prob", 0.0 <= self.halt_exploration_prob <= 1.0, "must be in [0, 1]"),
             ("pos_encoding", self.pos_encoding in ("rope", "learned", "none"), "must be rope, learned or none"),
             ("n_prefix", self.n_prefix >= 0, "must be >= 0"),
+            ("mlp_t_norm", self.mlp_t_norm in ("sequence", "hidden"), "must be sequence or hidden"),
+            ("prefix_learned", self.prefix_learned in ("first", "all"), "must be first or all"),
         ]
         if not self.mlp_t:
             checks.append(("hidden_size", self.hidden_size % self.num_heads == 0,
@@ -84,8 +103,36 @@ def swiglu_width(size: int, expansion: float) -> int:
     return -(width // -256) * 256
 
 
-def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
-    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+def truncated_normal_std(bound: float = 2.0) -> float:
+    """Standard deviation of a standard normal truncated to [-bound, bound] (about 0.8796 at 2)."""
+    pdf = math.exp(-0.5 * bound ** 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(bound / math.sqrt(2))                             # P(|x| <= bound)
+    return math.sqrt(1 - 2 * bound * pdf / mass)
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
+    """Fill tensor from a truncated normal whose realised standard deviation is std.
+
+    As the official code (after JAX's truncated_normal): a standard normal truncated to
+    [-bound, bound], drawn by inverting the CDF of a uniform draw, then scaled by
+    std / truncated_normal_std(bound), so values lie within about +-2.27 std. torch's
+    nn.init.trunc_normal_(std=s, a=-2s, b=2s) realises about 0.88 s.
+    """
+    with torch.no_grad():
+        if std == 0:
+            return tensor.zero_()
+        scale = std / truncated_normal_std(bound)
+        edge = math.erf(bound / math.sqrt(2))                          # erf(x / sqrt2) = 2 Phi(x) - 1
+        tensor.uniform_(-edge, edge).erfinv_().mul_(math.sqrt(2) * scale)  # N(0, 1) within +-bound, scaled
+        return tensor.clamp_(-bound * scale, bound * scale)            # guards the rounding at the edges
+
+
+def rms_norm(h: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
+    """RMS norm without weight over one dimension, computed in fp32 and cast back (official rms_norm)."""
+    h32 = h.float()
+    if dim in (-1, h.dim() - 1):
+        return F.rms_norm(h32, (h.shape[-1],), eps=eps).to(h.dtype)
+    return (h32 * torch.rsqrt(h32.square().mean(dim, keepdim=True) + eps)).to(h.dtype)
 
 
 class CastedLinear(nn.Linear):
@@ -119,6 +166,7 @@ class SequenceMLP(nn.Module):
 
     The official code transposes (B, L, D) -> (B, D, L) and applies a SwiGLU over L; with the
     sequence-first layout the same map is one matrix product from the left, with no transposes.
+    Its width follows from L = n_prefix + seq_len (swiglu_width: 512 at 9x9 with 16 prefix positions).
     """
 
     def __init__(self, length: int, expansion: float) -> None:
@@ -174,11 +222,16 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm block: h = norm(h + mix(h)); h = norm(h + swiglu(h)), norms without weights."""
+    """Post-norm block: h = norm(h + mix(h)); h = norm_D(h + swiglu(h)), norms without weights.
+
+    The first norm is over D for attention; for mlp_t it is over the sequence (dim 0 of (L, B, D):
+    all L positions, prefix included, per channel), as the official block, unless mlp_t_norm="hidden".
+    """
 
     def __init__(self, config: TRMConfig) -> None:
         super().__init__()
         self.eps = config.rms_norm_eps
+        self.mix_norm_dim = 0 if config.mlp_t and config.mlp_t_norm == "sequence" else -1
         if config.mlp_t:
             self.mix = SequenceMLP(config.total_len, config.expansion)
         else:
@@ -186,10 +239,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config.hidden_size, config.expansion)
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        D = h.shape[-1]
         mixed = self.mix(h) if isinstance(self.mix, SequenceMLP) else self.mix(h, rope)
-        h = F.rms_norm(h + mixed, (D,), eps=self.eps)
-        return F.rms_norm(h + self.mlp(h), (D,), eps=self.eps)
+        h = rms_norm(h + mixed, self.mix_norm_dim, self.eps)
+        return rms_norm(h + self.mlp(h), -1, self.eps)
 
 
 class TinyNetwork(nn.Module):
@@ -234,7 +286,10 @@ class TRM(nn.Module):
         D = config.hidden_size
         self.embed_scale = math.sqrt(D)
         self.embed = nn.Embedding(config.vocab_size, D)
-        self.prefix = nn.Parameter(torch.zeros(config.n_prefix, D))  # official: puzzle embedding, zero init
+        # Learned prefix positions (official: the puzzle embedding, zero init); with "first" the
+        # other n_prefix - 1 positions are fixed zeros, added in input_embedding.
+        n_learned = config.n_prefix if config.prefix_learned == "all" else min(config.n_prefix, 1)
+        self.prefix = nn.Parameter(torch.zeros(n_learned, D))
         self.pos = nn.Parameter(torch.empty(config.total_len, D)) if config.pos_encoding == "learned" else None
         if config.pos_encoding == "rope" and not config.mlp_t:
             head_dim = D // config.num_heads
@@ -255,7 +310,8 @@ class TRM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """All initialisation in one place (LeCun-normal, truncated, as in the official code)."""
+        """All initialisation in one place: truncated normal with the official std correction,
+        LeCun-scaled (std 1/sqrt(fan_in)) for linear layers, as in the official code."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=1.0 / math.sqrt(module.in_features))
@@ -276,10 +332,12 @@ class TRM(nn.Module):
     # -- pieces of one supervision step -----------------------------------------------------------
 
     def input_embedding(self, inputs: torch.Tensor) -> torch.Tensor:
-        """x: (B, seq_len) tokens -> (L, B, D) with the prefix tokens in front."""
+        """x: (B, seq_len) tokens -> (L, B, D) with the prefix positions in front."""
         B = inputs.shape[0]
         tokens = self.embed(inputs.t())                                 # (seq_len, B, D)
-        x = torch.cat((self.prefix[:, None].expand(-1, B, -1), tokens), dim=0)  # (L, B, D)
+        learned = self.prefix[:, None].expand(-1, B, -1)                # (n_learned, B, D)
+        fixed = tokens.new_zeros(self.config.n_prefix - len(self.prefix), B, tokens.shape[-1])
+        x = torch.cat((learned, fixed, tokens), dim=0)                  # (L, B, D)
         if self.pos is not None:
             x = 0.707106781 * (x + self.pos[:, None])                  # keep unit variance
         return self.embed_scale * x

@@ -240,3 +240,17 @@ def test_solve_with_halting_reports_the_halting_step(trained, capsys):
     steps = int(out.split("answer after ")[1].split(" supervision step")[0])
     assert 1 <= steps <= 4
     assert "(halted)" in out or "(no halt before the last step)" in out
+
+
+def test_checkpoint_from_before_the_norm_option_keeps_its_per_token_norm(trained, tmp_path):
+    """A checkpoint whose model_config lacks mlp_t_norm / prefix_learned (written before they
+    existed) loads as it was trained: per-token mlp_t norm, every prefix position learned."""
+    ckpt = train_trm.load_checkpoint(trained["run_dir"] / "best.pt")
+    for key in ("mlp_t_norm", "prefix_learned"):
+        del ckpt["model_config"][key]
+    path = tmp_path / "old.pt"
+    train_trm.save_checkpoint(path, ckpt)
+    model, _, _ = evaluate.load_trained(path, torch.device("cpu"))
+    assert model.config.mlp_t_norm == "hidden" and model.config.prefix_learned == "all"
+    current, _, _ = evaluate.load_trained(trained["run_dir"] / "best.pt", torch.device("cpu"))
+    assert current.config.mlp_t_norm == "sequence" and current.config.prefix_learned == "first"

@@ -90,6 +90,8 @@ def test_missing_config_file_is_named(tmp_path):
     ("training", "batch_size", 0, "training.batch_size: 0 must be >= 1"),
     ("training", "loss", "hinge", "training.loss: 'hinge' must be one of"),
     ("training", "dtype", "float16", "training.dtype"),
+    ("training", "optimizer", "sgd", "training.optimizer: 'sgd' must be adamw or adam_atan2"),
+    ("model", "mlp_t_norm", "channel", "model.mlp_t_norm: 'channel' must be sequence or hidden"),
     ("data", "grid_size", 5, "data.grid_size: 5 is not one of 4, 6, 9"),
     ("data", "givens", [20, 10], "data.givens"),
     ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),
@@ -164,6 +166,24 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         lines = (tmp_path / run / "runs" / "tiny" / "log.jsonl").read_text().splitlines()
         logs.append([(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"])
     assert logs[0] == logs[1]
+
+
+def test_adam_atan2_with_decay_on_every_parameter_trains_and_resumes(tmp_path):
+    """training.optimizer adam_atan2 and training.decay_all: one decayed group holding every
+    parameter, AdamATan2's state in the checkpoint, and a resumed run equal to an uninterrupted one."""
+    options = dict(optimizer="adam_atan2", decay_all=True, weight_decay=1.0, grad_clip=0.0, eval_every=4)
+    train_trm.main(tiny_run_config(tmp_path / "a", max_steps=8, **options), progress=False)
+    train_trm.main(tiny_run_config(tmp_path / "b", max_steps=4, **options), progress=False)
+    train_trm.main(tiny_run_config(tmp_path / "b", max_steps=8, **options), resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "runs" / "tiny" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "runs" / "tiny" / "last.pt", weights_only=True)
+    groups = a["optimizer"]["param_groups"]
+    n_params = len(list(TRM(TRMConfig(**a["model_config"])).parameters()))
+    assert len(groups[0]["params"]) == n_params and groups[0]["weight_decay"] == 1.0 and groups[1]["params"] == []
+    state = a["optimizer"]["state"][0]
+    assert isinstance(state["step"], int) and state["step"] == 8  # AdamATan2 (AdamW keeps a tensor step)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_fresh_runs_keep_every_earlier_run(tmp_path):
