@@ -37,7 +37,7 @@ import numpy as np
 from errors import DataError
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
-IGNORE_LABEL = -100  # what ignore_label_id becomes in training batches (torch's cross-entropy default)
+IGNORE_LABEL = -100  # what ignore_label_id becomes in training batches: trm.IGNORE_LABEL (this module has no torch)
 
 
 @dataclass
@@ -130,10 +130,15 @@ class PuzzleSplit:
 
     def labels_for_training(self, idx: np.ndarray) -> np.ndarray:
         """labels[idx] as int64 with ignore_label_id replaced by IGNORE_LABEL."""
-        labels = np.asarray(self.labels[idx], dtype=np.int64)
-        if self.meta.ignore_label_id is not None:
-            labels[labels == self.meta.ignore_label_id] = IGNORE_LABEL
-        return labels
+        return training_labels(self.labels[idx], self.meta)
+
+
+def training_labels(labels: np.ndarray, meta: Metadata) -> np.ndarray:
+    """labels as int64 with the dataset's ignore_label_id replaced by IGNORE_LABEL (no target)."""
+    labels = np.array(labels, dtype=np.int64)
+    if meta.ignore_label_id is not None:
+        labels[labels == meta.ignore_label_id] = IGNORE_LABEL
+    return labels
 
 
 # ----------------------------------------------------------------------------------------------

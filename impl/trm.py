@@ -439,21 +439,53 @@ class TRM(nn.Module):
 # Losses
 
 
+IGNORE_LABEL = -100  # label of a position without a target (padding); torch's cross-entropy default
+
+
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross entropy with stable-max in place of softmax (official code, from "Grokking at the
-    edge of numerical stability"): s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise. Per-element loss."""
+    edge of numerical stability"): s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise. Per-element
+    loss, 0 where the label is IGNORE_LABEL."""
     logits = logits.double()
     s = torch.where(logits < 0, 1.0 / (1.0 - logits), logits + 1.0)
     logprobs = torch.log(s / s.sum(dim=-1, keepdim=True))
-    return -logprobs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1).float()
+    valid = labels != IGNORE_LABEL
+    picked = logprobs.gather(-1, torch.where(valid, labels, 0).long().unsqueeze(-1)).squeeze(-1)
+    return -torch.where(valid, picked, 0.0).float()
 
 
 def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Ordinary cross entropy, per element, computed in fp32."""
-    return F.cross_entropy(logits.float().transpose(1, 2), labels.long(), reduction="none")
+    """Ordinary cross entropy, per element, computed in fp32; 0 where the label is IGNORE_LABEL."""
+    return F.cross_entropy(logits.float().transpose(1, 2), labels.long(), reduction="none",
+                           ignore_index=IGNORE_LABEL)
 
 
 LOSSES = {"softmax": softmax_cross_entropy, "stablemax": stablemax_cross_entropy}
+
+
+@dataclass
+class StepLoss:
+    loss: torch.Tensor      # total: ce + halt_weight * halt
+    ce: torch.Tensor        # cross entropy, per puzzle over its positions with a target, averaged
+    halt: torch.Tensor      # halting BCE against "the whole answer is right"
+    token_acc: torch.Tensor  # (B,) fraction of target positions right (no gradient)
+    solved: torch.Tensor    # (B,) bool: every target position right (the halting target)
+
+
+def trm_loss(logits: torch.Tensor, q_logit: torch.Tensor, labels: torch.Tensor, loss: str = "softmax",
+             halt_weight: float = 0.5) -> StepLoss:
+    """The loss of one supervision step, as the official code computes it: the cross entropy is
+    normalised per puzzle by its number of target positions (labels != IGNORE_LABEL) and averaged
+    over puzzles; the halting head's BCE has as target whether the whole answer is right."""
+    valid = labels != IGNORE_LABEL                                      # (B, seq_len)
+    count = valid.sum(dim=1).clamp_min(1)
+    ce = (LOSSES[loss](logits, labels).sum(dim=1) / count).mean()
+    with torch.no_grad():
+        hits = (logits.argmax(dim=-1) == labels) & valid
+        solved = hits.sum(dim=1) == valid.sum(dim=1)
+        token_acc = hits.sum(dim=1) / count
+    halt = F.binary_cross_entropy_with_logits(q_logit, solved.float())
+    return StepLoss(ce + halt_weight * halt, ce, halt, token_acc, solved)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,498 @@
+"""The deep-supervision training loop that the training scripts share (train_trm.py, train_trm_jepa.py).
+
+Training follows the official code's batching of deep supervision: the batch is a set of slots,
+each holding one example of a puzzle and its carry (y, z). Every optimizer step runs one
+supervision step on all slots; an example leaves its slot when the halting head says "done"
+(with exploration) or after N_sup steps, and the next one from the sampler takes its place with a
+fresh carry. A script supplies the model (build_model) and the supervision step (step_fn); the
+data, the loss, evaluation, checkpoints, logging and stopping live here. The loop knows no
+puzzle: the dataset's metadata gives the shapes, and the puzzle's own module (puzzles.py) gives
+the optional augmentation and validity check.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import distributed
+import puzzles
+import rundir
+from adam_atan2 import AdamATan2
+from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
+from config import check_resume_config
+from device import pick_device, pick_dtype
+from errors import ConfigError, Interrupted, NonFiniteLoss
+from metrics import evaluate
+from puzzle_dataset import TrainSampler, training_labels
+from trm import TRM, Carry, TRMConfig, count_parameters, swiglu_width, trm_loss
+
+# Keys that may differ between a checkpoint and the run that resumes it.
+RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
+                     "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
+                     "training.device", "training.compile", "training.runs_dir", "data.data_dir",
+                     "data.force_download")
+
+
+@dataclass
+class Slots:
+    """The examples in flight: tokens, labels, carry and supervision steps taken, per slot."""
+    inputs: torch.Tensor   # (B, seq_len)
+    labels: torch.Tensor   # (B, seq_len), IGNORE_LABEL where there is no target
+    carry: Carry
+    steps: torch.Tensor    # (B,)
+    halted: torch.Tensor   # (B,) bool: this slot takes a new example before the next step
+
+
+@dataclass
+class StepOutput:
+    """What a script's step_fn returns for one supervision step."""
+    carry: Carry
+    logits: torch.Tensor                                  # (B, seq_len, V)
+    q_logit: torch.Tensor                                 # (B,)
+    extra_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # added to the loss, share logged
+    logs: dict[str, float] = field(default_factory=dict)  # more numbers for the log
+
+
+StepFn = Callable[[torch.nn.Module, Slots, dict], StepOutput]
+
+
+def print0(*args) -> None:
+    """Print on the main process only (rank 0 under torchrun), without breaking the progress bar."""
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(" ".join(str(a) for a in args))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces: EMA, schedule, optimizer, memory check, signals
+
+
+class EMA:
+    """Exponential moving average of the weights, kept in a copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def lr_at(step: int, t: dict) -> float:
+    if step < t["warmup_steps"]:
+        return t["lr"] * (step + 1) / t["warmup_steps"]
+    span = max(1, t["max_steps"] - t["warmup_steps"])
+    progress = min(1.0, (step - t["warmup_steps"]) / span)
+    floor = t["lr_min_ratio"]
+    return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, t: dict) -> torch.optim.Optimizer:
+    """AdamW or AdamATan2; weight decay on matrices (not the prefix), or on everything (decay_all)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if t["decay_all"] or (p.ndim >= 2 and name != "prefix") else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer_class = AdamATan2 if t["optimizer"] == "adam_atan2" else torch.optim.AdamW
+    return optimizer_class(groups, lr=t["lr"], betas=(t["beta1"], t["beta2"]))
+
+
+def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
+    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
+    (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
+    copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
+    block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
+    D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
+    W = swiglu_width(D, mcfg.expansion)
+    mixer = 3 * L * swiglu_width(L, mcfg.expansion) if mcfg.mlp_t else 4 * D * D
+    params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
+    per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
+    activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
+    return 5 * 4 * params, activations
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Bytes of memory on the device (CPU: physical memory), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_memory(mcfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before allocating, a model and batch that cannot fit in the machine's memory."""
+    params, activations = memory_estimate(mcfg, batch, dtype)
+    have = machine_memory(device)
+    if have is not None and params + activations > have:
+        gib = 2 ** 30
+        raise ConfigError(
+            f"model.hidden_size {mcfg.hidden_size}, training.batch_size {batch}: this run needs at least "
+            f"{(params + activations) / gib:,.1f} GiB ({params / gib:,.1f} GiB for parameters with gradients, Adam "
+            f"and EMA, {activations / gib:,.1f} GiB of activations per supervision step), more than the "
+            f"{have / gib:,.1f} GiB of this {device.type}; lower them")
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handler. Once armed (the training loop has started), a signal only sets
+    signum: the loop then saves last.pt and stops. Before that, they act at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = False
+
+    def __call__(self, signum: int, frame) -> None:
+        if not self.armed:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Install a StopFlag for SIGINT and SIGTERM; the previous handlers come back afterwards."""
+    stop = StopFlag()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------------------------
+# One step of the loop, in named parts
+
+
+def halting_update(steps: torch.Tensor, q_all: torch.Tensor, mcfg: TRMConfig, halt_gen: torch.Generator) -> torch.Tensor:
+    """Which slots halt after this step (over the global batch): at N_sup, or when the Q head says
+    "correct" (logit > 0), unless exploration holds the example for a random minimum of 2..N_sup
+    steps (official ACT rule). Draws come from halt_gen on CPU, the same on every process."""
+    halted = steps >= mcfg.N_sup
+    if mcfg.N_sup > 1:
+        G = len(steps)
+        explore = torch.rand(G, generator=halt_gen) < mcfg.halt_exploration_prob
+        min_steps = explore * torch.randint(2, mcfg.N_sup + 1, (G,), generator=halt_gen)
+        halted = (halted | (q_all > 0)) & (steps >= min_steps.to(steps.device))
+    return halted
+
+
+WINDOW_KEYS = ("loss", "ce", "halt", "halt_target", "n", "done", "exact", "token", "steps")  # per log interval
+
+
+def log_record(window: dict, step: int, elapsed: float, lr: float) -> dict:
+    """The log line of an interval: averages over its steps, accuracies over the examples that finished."""
+    n, done = window["n"], max(1, window["done"])
+    extra = [k for k in window if k not in WINDOW_KEYS]
+    return {"step": step, "time_s": round(elapsed, 1), "lr": lr,
+            "loss": window["loss"] / n, "ce_loss": window["ce"] / n, "halt_loss": window["halt"] / n,
+            "halt_target": window["halt_target"] / n, "train_token_acc": window["token"] / done,
+            "train_exact_acc": window["exact"] / done, "avg_steps": window["steps"] / done,
+            "finished": window["done"], **{k: window[k] / n for k in extra}}
+
+
+def format_record(r: dict) -> str:
+    extra = [k for k in r if k not in ("step", "time_s", "lr", "loss", "ce_loss", "halt_loss", "halt_target",
+                                       "train_token_acc", "train_exact_acc", "avg_steps", "finished")]
+    return (f"step {r['step']:6d} | loss {r['loss']:.4f} (ce {r['ce_loss']:.4f}, halt {r['halt_loss']:.4f}"
+            f"{''.join(f', {k} {r[k]:.4f}' for k in extra)}) | train token {r['train_token_acc']:.3f} exact "
+            f"{r['train_exact_acc']:.3f} | halt target {r['halt_target']:.3f} | steps {r['avg_steps']:.1f} | "
+            f"{r['time_s']:.0f}s")
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMConfig, dict], torch.nn.Module],
+        step_fn: StepFn) -> dict:
+    """Train with a full, checked config. Under torchrun each process trains its slice of the
+    global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks."""
+    d = distributed.from_env()
+    device, device_why = pick_device(config["training"]["device"], d.local_rank)
+    run_dir = Path(config["training"]["runs_dir"]) / config["training"]["run_name"]
+    lock = rundir.RunLock(run_dir) if d.is_main else None
+    distributed.init(d, device)
+    try:
+        if lock is not None:
+            rundir.make_run_dir(run_dir)
+            lock.acquire()
+            if lock.note:
+                print0(lock.note)
+            previous = None if resume else rundir.keep_previous_run(run_dir)  # before any work
+            if previous is not None:
+                print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
+        with stop_signals() as stop:
+            result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
+        distributed.barrier(d)  # no process tears the group down while another still uses it
+        return result
+    finally:
+        if lock is not None:
+            lock.release()
+        distributed.shutdown()
+
+
+def model_config(config: dict, meta) -> TRMConfig:
+    return TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len, **config["model"])
+
+
+def train(config: dict, resume: bool, progress: bool, build_model, step_fn: StepFn, d: distributed.Dist,
+          device: torch.device, device_why: str, stop: StopFlag) -> dict:
+    d_cfg, t_cfg = config["data"], config["training"]
+    run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
+    dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
+    print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
+           f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
+
+    if not d.is_main:
+        distributed.barrier(d)  # rank 0 builds the dataset first, then the others read it
+    data = puzzles.load(d_cfg, progress=progress)
+    if d.is_main:
+        distributed.barrier(d)
+    print0(f"data: {data.description}")
+    train_split, meta = data.train, data.train.meta
+    if t_cfg["batch_size"] * d.world_size > train_split.n_examples:
+        print0(f"note: training.batch_size {t_cfg['batch_size']} x {d.world_size} process(es) is more than the "
+               f"{train_split.n_examples} training examples: the same ones will be in flight more than once")
+    mcfg = model_config(config, meta)
+    check_memory(mcfg, t_cfg["batch_size"], dtype, device)
+
+    random.seed(t_cfg["seed"])
+    np.random.seed(t_cfg["seed"])
+    torch.manual_seed(t_cfg["seed"])
+    model = build_model(mcfg, config).to(device)
+    print0(f"model: {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
+           f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
+    optimizer = make_optimizer(model, t_cfg)
+    ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
+    if t_cfg["compile"]:
+        model.net.compile()
+    # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
+    # A model whose step may leave parameters unused (JEPA with weight 0) says so in ddp_find_unused.
+    trained = (torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=getattr(model, "ddp_find_unused", False)) if d.enabled else model)
+    # Every process runs the same sampler and halting draws over the global batch, and keeps its slice.
+    sampler = TrainSampler(train_split, t_cfg["seed"])
+    augment = data.hooks.augment if d_cfg["augment"] and data.hooks is not None else None
+    halt_gen = torch.Generator().manual_seed(t_cfg["seed"])
+
+    B, S = t_cfg["batch_size"], mcfg.seq_len             # B examples per process
+    G = B * d.world_size                                  # global batch
+    mine = slice(d.rank * B, (d.rank + 1) * B)            # this process's slots
+    slots = Slots(inputs=torch.zeros(G, S, dtype=torch.long, device=device),
+                  labels=torch.zeros(G, S, dtype=torch.long, device=device),
+                  carry=model.initial_carry(B, device, dtype),
+                  steps=torch.zeros(G, dtype=torch.long, device=device),
+                  halted=torch.ones(G, dtype=torch.bool, device=device))
+    step, best_exact, elapsed_before = 0, -1.0, 0.0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    if resume:
+        ckpt = load_checkpoint(last_path)
+        for change in check_resume_config(ckpt["config"], config, last_path, RESUMABLE_CHANGES):
+            print0(f"resume: {change}")
+        s = ckpt["slots"]
+        if s["inputs"].shape[0] != G:
+            raise ConfigError(f"{last_path}: saved with a global batch of {s['inputs'].shape[0]} examples; "
+                              f"this run has {G} (batch_size {B} x {d.world_size} processes)")
+        load_weights(model, ckpt["model"], last_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None:
+            load_weights(ema.model, ckpt["ema"], last_path)
+            ema.updates = ckpt["ema_updates"]
+        sampler.load_state_dict(ckpt["sampler"])
+        halt_gen.set_state(ckpt["halt_gen"])
+        slots = Slots(s["inputs"].to(device), s["labels"].to(device),
+                      Carry(s["y"][:, mine].to(device, dtype), s["z"][:, mine].to(device, dtype)),
+                      s["steps"].to(device), s["halted"].to(device))
+        step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
+        set_rng_state(ckpt["rng"])
+        print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
+    elif d.is_main:
+        resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                           "numpy": np.__version__}, "processes": d.world_size}
+        write_text_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+        print0("config:", json.dumps(config))
+
+    log_path = run_dir / "log.jsonl"
+    if resume and d.is_main and log_path.exists():  # records after the checkpoint will be written again
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
+
+    def log(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint_state() -> dict:
+        """Collective: every process contributes its carry; only rank 0 uses the result."""
+        y = distributed.gather_cat(slots.carry.y.float(), d, dim=1).cpu()   # (L, G, D)
+        z = distributed.gather_cat(slots.carry.z.float(), d, dim=1).cpu()
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.model.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "step": step, "best_exact": best_exact, "elapsed": elapsed_before + (time.time() - t_start),
+            "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
+            "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
+            "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": y, "z": z,
+                      "steps": slots.steps.cpu(), "halted": slots.halted.cpu()},
+        }
+
+    eval_model = ema.model if ema is not None else model
+    eval_N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
+    test = data.test
+    limit = t_cfg["eval_limit"] or test.n_examples
+    test_inputs = np.asarray(test.inputs[:limit])
+    test_labels = test.labels_for_training(np.arange(min(limit, test.n_examples)))
+    valid_fn = data.hooks.valid_fn(meta) if data.hooks is not None else None
+
+    def run_eval() -> dict:
+        return evaluate(eval_model, test_inputs, test_labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype,
+                        valid_fn=valid_fn)
+
+    window = dict.fromkeys(WINDOW_KEYS, 0)
+    t_start = time.time()
+    time_limit = t_cfg["time_limit_min"] * 60
+    metrics: dict = {}
+    model.train()
+    stop.armed = True
+    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    while step < t_cfg["max_steps"]:
+        # 1. Examples that halted leave; the sampler fills their slots, with a fresh carry.
+        if bool(slots.halted.any()):
+            idx = slots.halted.nonzero().squeeze(1)
+            chosen = sampler.next(len(idx))
+            new_inputs, new_labels = np.asarray(train_split.inputs[chosen]), np.asarray(train_split.labels[chosen])
+            if augment is not None:
+                new_inputs, new_labels = augment(new_inputs, new_labels, meta, sampler.rng)
+            slots.inputs[idx] = torch.from_numpy(new_inputs.astype(np.int64)).to(device)
+            slots.labels[idx] = torch.from_numpy(training_labels(new_labels, meta)).to(device)
+            slots.carry = model.reset_carry(slots.carry, slots.halted[mine])
+            slots.steps = torch.where(slots.halted, 0, slots.steps)
+
+        # 2. Learning rate.
+        lr = lr_at(step, t_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # 3. One supervision step on this process's slots: forward through T cycles, backward
+        #    through the last one.
+        local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine])
+        out = step_fn(trained, local, config)
+        parts = trm_loss(out.logits, out.q_logit, local.labels, t_cfg["loss"], t_cfg["halt_loss_weight"])
+        loss = parts.loss + sum(out.extra_losses.values())
+        finite = bool(torch.isfinite(loss))
+        if d.enabled:  # every process stops together
+            finite = bool(distributed.mean(torch.tensor(float(finite)), d) == 1.0)
+        if not finite:
+            saved = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint was written yet"
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {step + 1} (not finite); training stopped "
+                                f"before the update, nothing was saved over the checkpoints; {saved}")
+        loss.backward()
+        if t_cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+        step += 1
+
+        # 4. Halting, over the global batch, and the numbers for the log.
+        with torch.no_grad():
+            slots.carry = out.carry
+            q_all = distributed.gather_cat(out.q_logit.detach().float(), d)
+            solved_all = distributed.gather_cat(parts.solved, d)
+            token_all = distributed.gather_cat(parts.token_acc.float(), d)
+            slots.steps = slots.steps + 1
+            halted = slots.halted = halting_update(slots.steps, q_all, mcfg, halt_gen)
+            total = loss.detach()
+            logs = {**out.logs, **{f"{k}_share": float(v.detach() / total) for k, v in out.extra_losses.items()}}
+            names = sorted(logs)
+            scalars = torch.tensor([total.item(), parts.ce.item(), parts.halt.item()] + [float(logs[k]) for k in names])
+            scalars = distributed.mean(scalars, d).tolist()
+            for key, value in zip(["loss", "ce", "halt"] + names, scalars):
+                window[key] = window.get(key, 0.0) + value
+            window["halt_target"] += solved_all.float().mean().item()
+            window["n"] += 1
+            window["done"] += int(halted.sum())
+            window["exact"] += int((solved_all & halted).sum())
+            window["token"] += float(token_all[halted].sum())
+            window["steps"] += int(slots.steps[halted].sum())
+
+        bar.update(1)
+        elapsed = elapsed_before + time.time() - t_start
+        out_of_time = time_limit > 0 and elapsed >= time_limit
+        stopping = stop.signum is not None
+        if d.enabled:  # every process must stop at the same step
+            flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping)]), d)
+            out_of_time, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+        boundary = step == t_cfg["max_steps"] or out_of_time
+        if step % t_cfg["log_every"] == 0 or boundary:
+            if d.is_main:
+                record = log_record(window, step, elapsed, lr)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
+                print0(format_record(record))
+                log({"kind": "train", **record})
+            window = dict.fromkeys(WINDOW_KEYS, 0)
+
+        if step % t_cfg["eval_every"] == 0 or boundary:
+            state = checkpoint_state()  # collective: all processes take part
+            if d.is_main:
+                metrics = run_eval()
+                improved = metrics["exact_acc"] > best_exact
+                best_exact = state["best_exact"] = max(best_exact, metrics["exact_acc"])
+                print0(f"eval {step:6d} | token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
+                       f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
+                       f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
+                log({"kind": "eval", "step": step, "time_s": round(elapsed_before + time.time() - t_start, 1),
+                     **metrics})
+                if improved:
+                    save_checkpoint(best_path, state)
+                save_checkpoint(last_path, state)
+        elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
+            state = checkpoint_state()
+            if d.is_main:
+                save_checkpoint(last_path, state)
+        if stopping:
+            bar.close()
+            signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
+                              f"(continue with --resume)", signum)
+        if out_of_time:
+            print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
+            break
+    bar.close()
+    if d.is_main and not metrics:  # nothing left to train (e.g. resuming a finished run)
+        metrics = run_eval()
+    total_time = elapsed_before + time.time() - t_start
+    result = {**metrics, "step": step, "best_exact_acc": best_exact, "time_s": total_time, "run_dir": str(run_dir)}
+    if d.is_main:
+        print0(f"done: step {step}, held-out token {metrics['token_acc']:.4f} exact {metrics['exact_acc']:.4f} "
+               f"(best {best_exact:.4f}), {total_time:.0f}s; checkpoints in {run_dir}")
+    return result

@@ -1,0 +1,91 @@
+"""Puzzle types, and the data of a run: which module builds and understands which puzzle.
+
+    data = puzzles.load(config["data"])   # Data(train, test, hooks, description, path)
+
+With `data.path` set, the run reads that folder, in the official layout (impl/puzzle_dataset.py),
+whoever built it; its dataset.json may name a puzzle type ("puzzle": "sudoku"), whose module then
+supplies augmentation and a validity check. Otherwise `data.puzzle`'s module builds the dataset
+(or finds it already built) in `data.data_dir` from the rest of the data section.
+
+A puzzle module (data_sudoku.py, ...) offers, by name:
+    check_data_config(cfg)                      its keys of the data section, checked
+    build_dataset(cfg, progress) -> (Path, str)  the dataset folder and a one-line description
+    augment(inputs, labels, meta, rng)          a random validity-preserving transform (optional)
+    valid_fn(meta) -> fn(inputs, answers)       (N,) bool: answers that obey the rules (optional)
+    breakdowns(split) -> {name: values}         groups for evaluation tables (optional)
+    parse(text, meta) / format(tokens, meta)    for solve.py (optional)
+The trainer and evaluator call only these; they know no puzzle.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from errors import ConfigError
+from puzzle_dataset import Metadata, PuzzleSplit, read_dataset
+
+MODULES = {"sudoku": "data_sudoku"}  # data.puzzle -> module in impl/
+
+
+def module_for(name: str) -> ModuleType | None:
+    """The module of a puzzle type ("" or an unknown name: None)."""
+    return importlib.import_module(MODULES[name]) if name in MODULES else None
+
+
+class Hooks:
+    """What a puzzle module offers, with defaults for what it does not."""
+
+    def __init__(self, name: str, module: ModuleType) -> None:
+        self.name, self.module = name, module
+        self.augment = getattr(module, "augment_examples", None)
+
+    def valid_fn(self, meta: Metadata):
+        make = getattr(self.module, "valid_fn", None)
+        return make(meta) if make is not None else None
+
+    def breakdowns(self, split: PuzzleSplit) -> dict:
+        make = getattr(self.module, "breakdowns", None)
+        return make(split) if make is not None else {}
+
+
+def hooks_for(meta: Metadata) -> Hooks | None:
+    module = module_for(meta.puzzle)
+    return Hooks(meta.puzzle, module) if module is not None else None
+
+
+@dataclass
+class Data:
+    path: Path
+    train: PuzzleSplit
+    test: PuzzleSplit
+    hooks: Hooks | None
+    description: str
+
+
+def check_data_config(cfg: dict) -> None:
+    """The data section's values (types are checked by the caller); errors name the data.* key."""
+    if cfg["path"]:
+        return
+    if cfg["puzzle"] not in MODULES:
+        raise ConfigError(f"data.puzzle: {cfg['puzzle']!r} is not one of {', '.join(MODULES)} "
+                          f"(or set data.path to a dataset folder)")
+    module_for(cfg["puzzle"]).check_data_config(cfg)
+
+
+def load(cfg: dict, progress: bool = True) -> Data:
+    """Build or find the dataset the data section describes, and read it (checked)."""
+    check_data_config(cfg)
+    if cfg["path"]:
+        path = Path(cfg["path"])
+        if not path.is_dir():
+            raise ConfigError(f"data.path: {path} is not a folder (a dataset folder holds train/ and test/)")
+        description = f"{path} (official layout)"
+    else:
+        path, description = module_for(cfg["puzzle"]).build_dataset(cfg, progress=progress)
+    train, test = read_dataset(path)
+    hooks = hooks_for(train.meta)
+    if cfg["path"]:
+        description += f", puzzle type {hooks.name}" if hooks else ", no puzzle type named: no augmentation or validity"
+    return Data(path, train, test, hooks, description)
