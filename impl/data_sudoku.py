@@ -52,24 +52,29 @@ square). For 9x9 the key covers digit relabelling only: the 9x9 geometric group 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import itertools
-import multiprocessing
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import zipfile
 import zlib
 from collections import Counter
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
+
+import errors
 
 PAD = 0  # padding token, never inside a grid
 BLANK = 1  # empty cell of a puzzle
@@ -555,29 +560,180 @@ def _resolve_workers(workers: int) -> int:
     return workers or os.cpu_count() or 1
 
 
-def _iter_chunks(tasks: list[tuple], pool: Any) -> Iterator[tuple]:
-    """Run chunk tasks in order, in this process or on a pool."""
-    if pool is None or len(tasks) == 1:
-        for task in tasks:
-            yield _generate_chunk(task)
+# Worker processes
+# ----------------
+# Not multiprocessing.Pool: its terminate() SIGTERMs workers that may hold the shared result
+# queue's lock (killed mid-put), then joins the task-feeder thread, which needs that lock to put
+# its end marker, so it waits forever (issue 21: 1 fresh start in 20 hung). And fork() copies a
+# process whose other threads (torch's, tqdm's monitor) may hold locks the child then waits on.
+#
+# Here each worker is a fresh interpreter (`python -c`, not a fork) that imports only this module,
+# talking over its own task pipe and result pipe: no lock is shared between processes and no
+# helper thread runs in this one. A worker gets a call only when idle, so the parent never blocks
+# on a write; it waits only for results, and a worker that dies shows there as end-of-file and is
+# reported with its exit status. Stopping is SIGKILL, safe at any moment: nothing shared can be
+# left locked and workers write no files.
+#
+# Start-up cost, measured on the project's 2-core CPU machine from a main script that imports torch
+# (as train_trm.py does), until 2 workers have answered a trivial call: fork 0.04 s (unsafe, above),
+# `python -c` 0.6 s, spawn 3.5-4.5 s and forkserver 3.4-3.7 s per pool (those two re-import the main
+# script, hence torch, in the workers). 0.6 s is the time of about 800 4x4 or 50 9x9 puzzles, so
+# generation starts in this process and moves to workers only after POOL_AFTER_S: small sets never
+# start a process (a fresh 4x4 set of 250 puzzles takes about 0.1 s), a long run loses about a second.
+
+POOL_AFTER_S = 1.0  # seconds of generation in this process before workers are started
+_WORKERS_SUPPORTED = os.name == "posix" and bool(sys.executable)  # else: all in this process
+
+
+class _Workers:
+    """`n` worker processes that run fn(arg) calls for run(); close() (or `with`) kills them."""
+
+    def __init__(self, n: int) -> None:
+        self._procs: list[subprocess.Popen] = []
+        self._send: list[Connection] = []  # this process's end of each worker's task pipe
+        self._recv: list[Connection] = []  # this process's end of each worker's result pipe
+        self._busy: dict[int, int] = {}  # worker index -> number of the call it runs
+        self._calls = 0  # calls handed out so far (their numbers are 0, 1, ...)
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = f"import sys; sys.path.insert(0, {here!r}); import data_sudoku; data_sudoku._worker_main()"
+        try:
+            for _ in range(n):
+                task_r, task_w = os.pipe()
+                result_r, result_w = os.pipe()
+                self._send.append(Connection(task_w, readable=False))
+                self._recv.append(Connection(result_r, writable=False))
+                try:
+                    # A new session: Ctrl-C in the terminal reaches this process only, which stops them.
+                    self._procs.append(subprocess.Popen([sys.executable, "-c", code], stdin=task_r,
+                                                        stdout=result_w, start_new_session=True))
+                finally:
+                    os.close(task_r)
+                    os.close(result_w)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, fn: Callable[[Any], Any], args: Iterable[Any]) -> Iterator[Any]:
+        """fn(arg) for each arg, in order (fn must be importable by name, like _generate_chunk).
+
+        Calls are handed out one per idle worker and at most 2 per worker ahead of the result
+        the caller waits for (bounded submission). An exception raised by a call is raised here
+        in its turn; a worker that dies raises errors.DataError. Stopping early is fine: results
+        of calls still running are dropped when they arrive, by this run or a later one.
+        """
+        args = iter(args)
+        first = next_out = self._calls
+        arrived: dict[int, tuple[bool, Any]] = {}  # call number -> (ok, result or exception)
+        more = True
+        while True:
+            while more and len(self._busy) < len(self._procs) and self._calls < next_out + 2 * len(self._procs):
+                arg = next(args, StopIteration)
+                if arg is StopIteration:
+                    more = False
+                    break
+                w = next(i for i in range(len(self._procs)) if i not in self._busy)
+                try:
+                    self._send[w].send((self._calls, fn, arg))
+                except OSError:  # BrokenPipeError: the worker is gone
+                    raise self._died(w) from None
+                self._busy[w] = self._calls
+                self._calls += 1
+            if next_out in arrived:
+                ok, value = arrived.pop(next_out)
+                next_out += 1
+                if not ok:
+                    raise value
+                yield value
+                continue
+            if not more and next_out == self._calls:  # every call of this run answered and handed on
+                return
+            if not self._busy:  # cannot happen: call next_out is out or arrived; never wait on nothing
+                raise RuntimeError("_Workers.run: no call in flight and none arrived")
+            for conn in wait([self._recv[w] for w in self._busy]):
+                w = self._recv.index(conn)
+                try:
+                    number, ok, value = conn.recv()
+                except (EOFError, OSError):  # its end of the pipe closed: the worker exited
+                    raise self._died(w) from None
+                del self._busy[w]
+                if number >= first:
+                    arrived[number] = (ok, value)
+
+    def _died(self, w: int) -> errors.DataError:
+        proc = self._procs[w]
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # closed its pipe without exiting: should not happen
+            proc.kill()
+            code = proc.wait()
+        if code < 0:
+            cause = f"was killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                cause += " (out of memory? the kernel's OOM killer sends SIGKILL)"
+        else:
+            cause = f"exited with status {code} (see its message above)"
+        return errors.DataError(f"puzzle generation: worker process {proc.pid} {cause}; "
+                                f"run again, or with fewer workers (workers=1: no worker processes)")
+
+    def close(self) -> None:
+        """Kill the workers and reap them; never waits on one that is stuck."""
+        for proc in self._procs:
+            proc.kill()  # a no-op for one that has exited
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # unkillable (stuck in the kernel): leave it
+                pass
+        for conn in self._send + self._recv:
+            conn.close()
+        self._procs, self._send, self._recv, self._busy = [], [], [], {}
+
+
+def _worker_main() -> None:
+    """A worker process (see _Workers): answer (number, fn, arg) calls from stdin on stdout."""
+    tasks = Connection(os.dup(0), writable=False)
+    results = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # a stray print goes to stderr, not into the result pipe
+    while True:
+        try:
+            number, fn, arg = tasks.recv()
+        except EOFError:  # the parent closed the pipe or exited
+            return
+        try:
+            reply = (number, True, fn(arg))
+        except errors.UserError as e:
+            reply = (number, False, e)
+        except Exception as e:  # a bug: send its traceback, which the parent could not show
+            trace = "".join(traceback.format_exception(e))
+            reply = (number, False, RuntimeError(f"in a puzzle generation worker:\n{trace}"))
+        try:
+            results.send(reply)
+        except BrokenPipeError:  # the parent is gone
+            return
+
+
+def _iter_chunks(tasks: Iterable[tuple], workers: int) -> Iterator[tuple]:
+    """_generate_chunk of each task, in task order, so the output does not depend on workers.
+
+    Runs in this process until POOL_AFTER_S have passed, then on `workers` worker processes (if
+    more than 1). Close the generator (contextlib.closing) to stop at once, workers included.
+    """
+    tasks = iter(tasks)
+    start = time.perf_counter()
+    for task in tasks:
+        yield _generate_chunk(task)
+        if workers > 1 and _WORKERS_SUPPORTED and time.perf_counter() - start >= POOL_AFTER_S:
+            break
     else:
-        yield from pool.imap(_generate_chunk, tasks)
-
-
-def _make_pool(workers: int) -> Any:
-    """A process pool, or None for workers == 1. Fork where available: workers run only this
-    module's pure-Python code, and fork avoids re-importing the caller's main script."""
-    if workers <= 1:
-        return None
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_worker_signals)
-
-
-def _worker_signals() -> None:
-    """Workers leave Ctrl-C to the parent and die on SIGTERM, whatever handlers the parent had
-    installed when it forked them (Pool.terminate relies on SIGTERM)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return
+    with _Workers(workers) as pool:
+        yield from pool.run(_generate_chunk, tasks)
 
 
 def generate_puzzles(
@@ -606,15 +762,11 @@ def generate_puzzles(
         for start in range(0, n, GEN_CHUNK)
     ]
     parts = []
-    pool = _make_pool(min(workers, len(tasks)))
-    try:
-        with tqdm(total=n, disable=not progress, desc=f"sudoku {size}x{size}", unit="puzzle") as bar:
-            for part in _iter_chunks(tasks, pool):
-                parts.append(part)
-                bar.update(len(part[2]))
-    finally:
-        if pool is not None:
-            pool.terminate()
+    with tqdm(total=n, disable=not progress, desc=f"sudoku {size}x{size}", unit="puzzle") as bar, \
+            contextlib.closing(_iter_chunks(tasks, min(workers, len(tasks)))) as chunks:
+        for part in chunks:
+            parts.append(part)
+            bar.update(len(part[2]))
     n_cells = size * size
     return dict(
         inputs=np.concatenate([p[0] for p in parts]) if parts else np.empty((0, n_cells), np.uint8),
@@ -821,62 +973,48 @@ def make_generated_split(
     p_test = n_test / (n_train + n_test)
     split_rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM]))
     total = n_train + n_test
-    max_generated = SPLIT_MAX_TRIES * total + 20 * GEN_CHUNK
-    generated = next_chunk = 0
+    max_chunks = -(-(SPLIT_MAX_TRIES * total + 20 * GEN_CHUNK) // GEN_CHUNK)  # the bounded search
+    tasks = ((size, GEN_CHUNK, c, seed, lo, hi, min_rating, max_rating, True) for c in range(max_chunks))
+    generated = 0
 
     def full(split: str) -> bool:
         return len(got[split]) >= want[split]
 
-    pool = _make_pool(workers)
-    try:
-        with tqdm(total=total, disable=not progress, desc=f"sudoku {size}x{size} split", unit="puzzle") as bar:
-            while not (full("train") and full("test")):
-                if generated >= max_generated:
-                    raise RuntimeError(
-                        f"make_generated_split: after {generated} generated {size}x{size} puzzles only "
-                        f"{len(got['train'])}/{n_train} train and {len(got['test'])}/{n_test} test are distinct "
-                        f"and class-disjoint ({len(key_split)} grid classes seen); ask for fewer puzzles "
-                        f"or a wider givens range"
-                    )
-                accepted = len(got["train"]) + len(got["test"])
-                rate = max(accepted / generated, 0.02) if generated else 1.0
-                n_chunks = -(-int((total - accepted) / rate * 1.1) // GEN_CHUNK)
-                n_chunks = max(n_chunks, workers, 1)
-                n_chunks = min(n_chunks, -(-(max_generated - generated) // GEN_CHUNK))
-                tasks = [
-                    (size, GEN_CHUNK, c, seed, lo, hi, min_rating, max_rating, True)
-                    for c in range(next_chunk, next_chunk + n_chunks)
-                ]
-                next_chunk += n_chunks
-                for inputs, labels, ratings, keys in _iter_chunks(tasks, pool):
-                    for puz, sol, rating, key in zip(inputs, labels, ratings, keys):
-                        generated += 1
-                        puz_bytes = puz.tobytes()
-                        if puz_bytes in seen_puzzles:
-                            continue
-                        if key not in key_split:
-                            to_test = split_rng.random() < p_test
-                            if not got["test"] and not full("test"):
-                                key_split[key] = "test"
-                            elif not got["train"] and not full("train"):
-                                key_split[key] = "train"
-                            elif full("test"):
-                                key_split[key] = "train"
-                            elif full("train"):
-                                key_split[key] = "test"
-                            else:
-                                key_split[key] = "test" if to_test else "train"
-                        split = key_split[key]
-                        if full(split):
-                            continue
-                        seen_puzzles.add(puz_bytes)
-                        got[split].append((puz, sol, rating))
-                        bar.update(1)
-                    if full("train") and full("test"):
-                        break
-    finally:
-        if pool is not None:
-            pool.terminate()
+    with tqdm(total=total, disable=not progress, desc=f"sudoku {size}x{size} split", unit="puzzle") as bar, \
+            contextlib.closing(_iter_chunks(tasks, workers)) as chunks:
+        for inputs, labels, ratings, keys in chunks:
+            for puz, sol, rating, key in zip(inputs, labels, ratings, keys):
+                generated += 1
+                puz_bytes = puz.tobytes()
+                if puz_bytes in seen_puzzles:
+                    continue
+                if key not in key_split:
+                    to_test = split_rng.random() < p_test
+                    if not got["test"] and not full("test"):
+                        key_split[key] = "test"
+                    elif not got["train"] and not full("train"):
+                        key_split[key] = "train"
+                    elif full("test"):
+                        key_split[key] = "train"
+                    elif full("train"):
+                        key_split[key] = "test"
+                    else:
+                        key_split[key] = "test" if to_test else "train"
+                split = key_split[key]
+                if full(split):
+                    continue
+                seen_puzzles.add(puz_bytes)
+                got[split].append((puz, sol, rating))
+                bar.update(1)
+            if full("train") and full("test"):
+                break
+    if not (full("train") and full("test")):
+        raise RuntimeError(
+            f"make_generated_split: after {generated} generated {size}x{size} puzzles only "
+            f"{len(got['train'])}/{n_train} train and {len(got['test'])}/{n_test} test are distinct "
+            f"and class-disjoint ({len(key_split)} grid classes seen); ask for fewer puzzles "
+            f"or a wider givens range"
+        )
 
     n_cells = size * size
     data = {}
@@ -1335,4 +1473,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_cli(main)  # a user error or Ctrl-C ends with one line, no traceback

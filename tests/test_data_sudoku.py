@@ -6,8 +6,12 @@ solver. The Hugging Face tests build a fake hub cache in tmp_path and never touc
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
+import random
+import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import data_sudoku as ds
+import errors
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "impl"
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
@@ -93,6 +98,16 @@ def generated(size: int) -> dict[str, np.ndarray]:
 
 def to_string(tokens: np.ndarray) -> str:
     return "".join("." if t == ds.BLANK else str(int(t) - 1) for t in tokens)
+
+
+@pytest.fixture
+def workers_now(monkeypatch):
+    """Worker processes start after the first chunk (POOL_AFTER_S = 0). A hang ends the whole test
+    run after 60 s with every thread's traceback, so a regression fails CI instead of blocking it."""
+    monkeypatch.setattr(ds, "POOL_AFTER_S", 0.0)
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +208,7 @@ def test_generated_puzzles_have_exactly_one_solution(size, checked):
         assert ds.solve(puzzle, size)[1] == rating
 
 
-def test_generator_is_reproducible_across_workers_and_seeds():
+def test_generator_is_reproducible_across_workers_and_seeds(workers_now):
     n = ds.GEN_CHUNK * 2 + 10  # several chunks
     a = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=1, progress=False)
     b = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=2, progress=False)
@@ -259,7 +274,7 @@ def test_split_cache_is_reused_and_named_by_parameters(tmp_path, monkeypatch):
         assert np.array_equal(first[key], second[key])
 
 
-def test_split_same_seed_same_result_across_workers(tmp_path):
+def test_split_same_seed_same_result_across_workers(tmp_path, workers_now):
     a = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "a", workers=1, progress=False)
     b = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "b", workers=2, progress=False)
     for key in ds.SPLIT_KEYS:
@@ -278,6 +293,101 @@ def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
     # Only a few hundred distinct 4-given 4x4 puzzles exist per grid class.
     with pytest.raises(RuntimeError, match="ask for fewer puzzles"):
         ds.make_generated_split(4, 3000, 1000, (4, 4), 0, -1, 0, tmp_path, workers=1, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker processes: early stops, deaths, Ctrl-C
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stopping_early_never_hangs_and_keeps_the_output(tmp_path, monkeypatch, workers_now):
+    """The issue-21 hang (stopping with chunks in flight) needed hundreds of starts to show: tiny
+    chunks make hundreds of early stops cheap. Bounded by workers_now's 60 s watchdog."""
+    monkeypatch.setattr(ds, "GEN_CHUNK", 2)
+    tasks = [(4, 2, c, 0, 4, 10, 0, -1, False) for c in range(40)]
+    expected = [ds._generate_chunk(task)[0].tobytes() for task in tasks]
+    rng = random.Random(0)
+    with ds._Workers(2) as pool:
+        for _ in range(300):
+            start, stop = rng.randrange(20), rng.randrange(12)
+            got = []
+            for inputs, *_ in pool.run(ds._generate_chunk, tasks[start:]):
+                if len(got) == stop:
+                    break  # calls still running: their results are dropped by the next run
+                got.append(inputs.tobytes())
+            assert got == expected[start : start + stop]
+    # Whole splits: each stops with chunks in flight and kills its workers; same bytes as 1 worker.
+    reference = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / "ref", workers=1, progress=False)
+    for k in range(5):
+        data = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / str(k), workers=2, progress=False)
+        for key in ds.SPLIT_KEYS:
+            assert data[key].tobytes() == reference[key].tobytes()
+
+
+@pytest.mark.parametrize(
+    "fn, arg, message",
+    [
+        (signal.raise_signal, signal.SIGKILL, r"worker process \d+ was killed by SIGKILL \(out of memory\?"),
+        (os._exit, 3, r"worker process \d+ exited with status 3"),
+    ],
+)
+def test_a_dying_worker_is_reported(workers_now, fn, arg, message):
+    with ds._Workers(2) as pool:
+        with pytest.raises(errors.DataError, match=message):
+            list(pool.run(fn, [arg]))
+    with ds._Workers(1) as pool:  # dead before it gets a call: the call cannot be sent
+        pool._procs[0].kill()
+        pool._procs[0].wait()
+        with pytest.raises(errors.DataError, match=r"worker process \d+ was killed by SIGKILL"):
+            list(pool.run(ds._generate_chunk, [(4, 2, 0, 0, 4, 10, 0, -1, False)]))
+
+
+def test_worker_errors_come_back_in_order(workers_now):
+    ok = (4, 2, 0, 0, 4, 10, 0, -1, False)
+    impossible = (4, 1, 0, 0, 2, 3, 0, -1, False)  # no 4x4 puzzle has 2-3 givens: the chunk gives up
+    with ds._Workers(2) as pool:
+        results = pool.run(ds._generate_chunk, [ok, impossible, ok])
+        assert next(results)[0].shape == (2, 16)
+        with pytest.raises(RuntimeError, match="only 0 of 1 4x4 puzzles with 2-3 givens"):
+            next(results)
+        with pytest.raises(RuntimeError, match=r"(?s)in a puzzle generation worker:\n.*ValueError: invalid literal"):
+            list(pool.run(int, ["not a number"]))  # a bug in a worker keeps its traceback
+
+
+def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
+    data_dir = tmp_path / "data"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(IMPL_DIR)!r})
+        import data_sudoku as ds, errors
+        ds.POOL_AFTER_S = 0.0
+        run = ds._Workers.run
+
+        def announce(self, fn, args):  # says when the workers are at work, with their ids
+            print("workers", *[proc.pid for proc in self._procs], flush=True)
+            yield from run(self, fn, args)
+
+        ds._Workers.run = announce
+        errors.run_cli(lambda: ds.main(["generate", "--size", "6", "--n-train", "20000", "--n-test", "2000",
+                                         "--workers", "2", "--data-dir", {str(data_dir)!r}]))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([proc.stdout], [], [], 60)[0], "the workers did not start"
+        pids = [int(pid) for pid in proc.stdout.readline().split()[1:]]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.rstrip("\n").splitlines()[-1] == "interrupted (Ctrl-C)" and "Traceback" not in err
+    assert not data_dir.exists() or not list(data_dir.iterdir())  # no cache, no temporary file
+    assert len(pids) == 2
+    for pid in pids:  # killed and reaped before the process ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,6 +590,7 @@ def test_hf_missing_column_always_raises(tmp_path):
     for skip in (False, True):
         with pytest.raises(ValueError, match=r"train\.csv line 1: .*lacks column\(s\) \['rating'\]"):
             load(tmp_path, skip_bad_rows=skip)
+
 
 
 def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
