@@ -430,6 +430,24 @@ def count_solutions(puzzle: np.ndarray, size: int, limit: int = 2) -> int:
 # Number of random givens the uniqueness loop starts from, per size (capped by the givens range).
 _START_GIVENS = {4: 3, 6: 8, 9: 20}
 
+# A chunk that has made no puzzle in this many attempts gives up (the request is out of reach);
+# otherwise it gives up after 200 attempts per puzzle + 2000. Neither changes a chunk that succeeds.
+_HOPELESS_AFTER = 2000
+
+# Fewest givens of a puzzle with one solution: 4x4 counted exhaustively (_PUZZLES_4X4), 9x9 proved
+# by McGuire, Tugemann and Civario (2012, "There is no 16-clue Sudoku"); for 6x6 only the simple
+# bound size - 1 (two digits that appear in no given could be swapped in any solution).
+MIN_GIVENS = {4: 4, 6: 5, 9: 17}
+
+# Distinct 4x4 puzzles with exactly one solution, by number of givens (index 0..16), in each of the
+# two classes of 4x4 grids under canonical_key (96 and 192 of the 288 grids). Counted exhaustively
+# by tests/test_data_sudoku.py::test_4x4_puzzle_counts_are_exact.
+_PUZZLES_4X4 = (
+    (0, 0, 0, 0, 1152, 38400, 211968, 552960, 870144, 930816, 718080, 410112, 173952, 53760, 11520, 1536, 96),
+    (0, 0, 0, 0, 24576, 245760, 829440, 1588224, 2090880, 2027520, 1486848, 829440, 348672, 107520, 23040, 3072,
+     192),
+)
+
 
 def _random_full_grid(t: _Tables, rnd: random.Random) -> list:
     """A random complete grid (cell bits): fill the diagonal boxes at random, then solve the rest
@@ -514,10 +532,9 @@ def _generate_chunk(args: tuple) -> tuple:
     ratings = np.empty(count, dtype=np.int32)
     max_attempts = 200 * count + 2000
     rejected: Counter = Counter()
-    done = 0
-    for _ in range(max_attempts):
-        if done == count:
-            break
+    done = attempts = 0
+    while done < count and attempts < max_attempts and (done or attempts < _HOPELESS_AFTER):
+        attempts += 1
         made = _unique_puzzle(t, rnd, lo, hi)
         if made is None:
             rejected["more givens needed than the maximum"] += 1
@@ -533,9 +550,9 @@ def _generate_chunk(args: tuple) -> tuple:
         done += 1
     if done < count:
         reasons = ", ".join(f"{v} {k}" for k, v in rejected.items())
-        raise RuntimeError(
+        raise errors.DataError(
             f"generate_puzzles: only {done} of {count} {size}x{size} puzzles with {lo}-{hi} givens and "
-            f"rating {min_rating}..{'any' if max_rating < 0 else max_rating} after {max_attempts} attempts "
+            f"rating {min_rating}..{'any' if max_rating < 0 else max_rating} after {attempts} attempts "
             f"(rejected: {reasons}); widen the givens range (more givens) or the rating range"
         )
     keys = [canonical_key(label, size) for label in labels] if with_keys else []
@@ -552,6 +569,38 @@ def _check_gen_args(size: int, givens: tuple[int, int], min_rating: int, max_rat
     if max_rating != -1 and max_rating < min_rating:
         raise ValueError(f"max_rating must be -1 (no maximum) or >= min_rating ({min_rating}), got {max_rating}")
     return lo, hi
+
+
+def _min_givens_problem(size: int, lo: int, hi: int) -> str:
+    if hi >= MIN_GIVENS[size]:
+        return ""
+    return (f"givens: {[lo, hi]} allows no {size}x{size} puzzle with exactly one solution "
+            f"(one needs at least {MIN_GIVENS[size]} givens)")
+
+
+def split_supply_problem(size: int, n_train: int, n_test: int, givens: tuple[int, int]) -> str:
+    """Why no split of n_train + n_test puzzles with these givens can exist ('' when one may).
+
+    Checked before any generation: the minimum givens (MIN_GIVENS) and, for 4x4, the exact puzzle
+    counts of the two grid classes, one of which make_generated_split gives to train, the other to
+    test. Ratings are not counted, so with a rating range these are upper bounds; what passes here
+    can still fail the bounded search of make_generated_split. Keys are named as in `data.`.
+    """
+    lo, hi = givens
+    if hi < MIN_GIVENS[size] or size != 4:
+        return _min_givens_problem(size, lo, hi)
+    a, b = (sum(counts[lo : hi + 1]) for counts in _PUZZLES_4X4)
+    if (n_test <= a and n_train <= b) or (n_test <= b and n_train <= a):
+        return ""
+    if n_train > max(a, b):
+        key, asked = "n_train", f"{n_train} training puzzles"
+    elif n_test > max(a, b):
+        key, asked = "n_test", f"{n_test} held-out puzzles"
+    else:
+        key, asked = "n_train", f"{n_train} training and {n_test} held-out puzzles"
+    return (f"{key}: {asked} cannot be met: there are only {a} and {b} distinct 4x4 puzzles with "
+            f"{lo}-{hi} givens in the two classes of 4x4 grids, and training and held-out puzzles come "
+            f"from different classes; lower n_train / n_test or widen givens")
 
 
 def _resolve_workers(workers: int) -> int:
@@ -756,6 +805,8 @@ def generate_puzzles(
     lo, hi = _check_gen_args(size, givens, min_rating, max_rating)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if _min_givens_problem(size, lo, hi):
+        raise errors.ConfigError(_min_givens_problem(size, lo, hi))
     workers = _resolve_workers(workers)
     tasks = [
         (size, min(GEN_CHUNK, n - start), start // GEN_CHUNK, seed, lo, hi, min_rating, max_rating, False)
@@ -961,6 +1012,9 @@ def make_generated_split(
     lo, hi = _check_gen_args(size, givens, min_rating, max_rating)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
+    problem = split_supply_problem(size, n_train, n_test, (lo, hi))
+    if problem:
+        raise errors.ConfigError(problem)
     path = generated_cache_path(size, n_train, n_test, (lo, hi), min_rating, max_rating, seed, data_dir)
     if path.exists():
         return _load_npz(path, SPLIT_KEYS)
@@ -1009,11 +1063,11 @@ def make_generated_split(
             if full("train") and full("test"):
                 break
     if not (full("train") and full("test")):
-        raise RuntimeError(
-            f"make_generated_split: after {generated} generated {size}x{size} puzzles only "
-            f"{len(got['train'])}/{n_train} train and {len(got['test'])}/{n_test} test are distinct "
-            f"and class-disjoint ({len(key_split)} grid classes seen); ask for fewer puzzles "
-            f"or a wider givens range"
+        raise errors.DataError(
+            f"make_generated_split: found {len(got['train'])} of {n_train} training and {len(got['test'])} of "
+            f"{n_test} held-out distinct {size}x{size} puzzles with {lo}-{hi} givens (training and held-out "
+            f"from different grid classes; {len(key_split)} classes seen) after {generated} tries; "
+            f"lower n_train / n_test or widen givens"
         )
 
     n_cells = size * size
@@ -1341,6 +1395,9 @@ def check_data_config(cfg: dict) -> None:
         for key in ("n_train", "n_test"):
             if _cfg(cfg, key) < 1:
                 raise ValueError(f"data.{key}: {cfg[key]} must be >= 1")
+        problem = split_supply_problem(size, cfg["n_train"], cfg["n_test"], (lo, hi))
+        if problem:
+            raise errors.ConfigError(f"data.{problem}")
         max_rating = _cfg(cfg, "max_rating")
         if max_rating != -1 and max_rating < _cfg(cfg, "min_rating"):
             raise ValueError(f"data.max_rating: {max_rating} must be -1 (no maximum) or >= data.min_rating ({cfg['min_rating']})")

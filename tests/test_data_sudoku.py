@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import functools
+import itertools
 import os
 import random
 import select
@@ -229,11 +230,15 @@ def test_generator_rating_filter():
     assert (easy["ratings"] == 0).all()
 
 
-def test_generator_impossible_request_raises():
-    with pytest.raises(RuntimeError, match="widen the givens range"):
-        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)  # 4x4 needs >= 4 givens
+def test_generator_impossible_request_raises(monkeypatch):
+    with pytest.raises(errors.ConfigError, match=r"givens: \[2, 3\] allows no 4x4 puzzle .* at least 4 givens"):
+        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)
     with pytest.raises(ValueError, match="givens"):
         ds.generate_puzzles(4, 1, (5, 17), workers=1, progress=False)
+    # Possible in principle, out of the generator's reach: a chunk gives up after _HOPELESS_AFTER.
+    monkeypatch.setattr(ds, "_HOPELESS_AFTER", 30)
+    with pytest.raises(errors.DataError, match="only 0 of 1 6x6 puzzles with 5-7 givens .* after 30 attempts"):
+        ds.generate_puzzles(6, 1, (5, 7), seed=0, workers=1, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,9 +295,90 @@ def test_corrupt_cache_names_the_file(tmp_path):
 
 def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "SPLIT_MAX_TRIES", 2)
-    # Only a few hundred distinct 4-given 4x4 puzzles exist per grid class.
-    with pytest.raises(RuntimeError, match="ask for fewer puzzles"):
+    # 1152 and 24576 4-given 4x4 puzzles exist in the two grid classes: enough by count, so the
+    # request passes split_supply_problem, but 2 tries per puzzle asked for cannot find them all.
+    with pytest.raises(errors.DataError, match=r"found \d+ of 3000 training and \d+ of 1000 held-out distinct 4x4 "
+                                               r"puzzles .* after \d+ tries; lower n_train / n_test or widen givens"):
         ds.make_generated_split(4, 3000, 1000, (4, 4), 0, -1, 0, tmp_path, workers=1, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_impossible_4x4_split_fails_before_generating(tmp_path, monkeypatch):
+    def no_generation(*_args, **_kwargs):
+        raise AssertionError("generation started for a request that cannot be met")
+
+    monkeypatch.setattr(ds, "_iter_chunks", no_generation)
+    cases = [
+        (10_000_000, 50, r"n_train: 10000000 training puzzles cannot be met: there are only 3323520 and 8293248 "
+                         r"distinct 4x4 puzzles with 4-10 givens in the two classes of 4x4 grids"),
+        (50, 9_000_000, r"n_test: 9000000 held-out puzzles cannot be met"),
+        (8_000_000, 8_000_000, r"n_train: 8000000 training and 8000000 held-out puzzles cannot be met"),
+    ]
+    for n_train, n_test, message in cases:
+        with pytest.raises(errors.ConfigError, match=message):
+            ds.make_generated_split(4, n_train, n_test, (4, 10), 0, -1, 0, tmp_path, progress=False)
+    assert ds.split_supply_problem(4, 8293248, 3323520, (4, 10)) == ""  # exactly what the classes hold
+    assert not list(tmp_path.iterdir())
+    # On the command line: one line and exit status 1, at once.
+    result = subprocess.run(
+        [sys.executable, str(IMPL_DIR / "data_sudoku.py"), "generate", "--size", "4", "--n-train", "10000000",
+         "--n-test", "50", "--givens", "4", "10", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: n_train: 10000000 training puzzles cannot be met")
+    assert result.stderr.count("\n") == 1
+
+
+def four_by_four_grids() -> list[tuple[int, ...]]:
+    """Every 4x4 grid, row by row from the 24 orders of 1..4, by the reference peers (not ds.solve)."""
+    peers = peers_of(4)
+    grids: list[tuple[int, ...]] = []
+
+    def extend(cells: tuple[int, ...]) -> None:
+        if len(cells) == 16:
+            grids.append(cells)
+            return
+        for row in itertools.permutations(range(1, 5)):
+            grid = cells + row
+            if all(grid[p] != grid[i] for i in range(len(cells), len(grid)) for p in peers[i] if p < i):
+                extend(grid)
+
+    extend(())
+    return grids
+
+
+def test_4x4_puzzle_counts_are_exact():
+    """ds._PUZZLES_4X4 by exhaustion: (grid, set of given cells) is a puzzle with one solution when
+    no other grid agrees with the grid on every given cell."""
+    grids = np.array(four_by_four_grids())  # [288, 16] digits
+    assert len(grids) == 288
+    bit = 1 << np.arange(16)
+    agree = ((grids[:, None, :] == grids[None, :, :]) * bit).sum(axis=2)  # [288, 288] cell masks
+    ambiguous = np.zeros((288, 1 << 16), dtype=bool)  # [grid, given-cell mask]
+    others = ~np.eye(288, dtype=bool)
+    ambiguous[np.nonzero(others)[0], agree[others]] = True
+    masks = np.arange(1 << 16)
+    for b in range(16):  # every subset of an ambiguous mask is ambiguous too
+        without = masks[(masks >> b) & 1 == 0]
+        ambiguous[:, without] |= ambiguous[:, without | (1 << b)]
+    givens = np.array([bin(m).count("1") for m in masks])
+    tokens = (grids + 1).astype(np.uint8)
+    classes: dict[bytes, list[int]] = {}
+    for g in range(288):
+        classes.setdefault(ds.canonical_key(tokens[g], 4), []).append(g)
+    counted = sorted(
+        (len(members), tuple(int(c) for c in np.bincount(givens, (~ambiguous[members]).sum(axis=0), minlength=17)))
+        for members in classes.values()
+    )
+    assert [size for size, _ in counted] == [96, 192]
+    assert tuple(c for _, c in counted) == ds._PUZZLES_4X4
+    assert sum(c[4] for c in ds._PUZZLES_4X4) == 25728  # the known number of 4-clue 4x4 puzzles
+    assert ds.MIN_GIVENS[4] == min(k for k in range(17) if any(c[k] for c in ds._PUZZLES_4X4))
+    rng = np.random.default_rng(0)  # spot checks against the reference solver
+    for g, mask in zip(rng.integers(0, 288, 40), rng.integers(0, 1 << 16, 40)):
+        puzzle = np.where((mask >> np.arange(16)) & 1 == 1, tokens[g], ds.BLANK).astype(np.uint8)
+        assert (brute_force_count(puzzle, 4) == 1) == (not ambiguous[g, mask])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,7 +434,7 @@ def test_worker_errors_come_back_in_order(workers_now):
     with ds._Workers(2) as pool:
         results = pool.run(ds._generate_chunk, [ok, impossible, ok])
         assert next(results)[0].shape == (2, 16)
-        with pytest.raises(RuntimeError, match="only 0 of 1 4x4 puzzles with 2-3 givens"):
+        with pytest.raises(errors.DataError, match="only 0 of 1 4x4 puzzles with 2-3 givens"):
             next(results)
         with pytest.raises(RuntimeError, match=r"(?s)in a puzzle generation worker:\n.*ValueError: invalid literal"):
             list(pool.run(int, ["not a number"]))  # a bug in a worker keeps its traceback
@@ -665,6 +751,8 @@ def test_load_sudoku_generated_and_builtin(tmp_path):
         ({"source": "kaggle"}, "data.source: 'kaggle' is not one of builtin, generated, hf"),
         ({"max_rating": 0, "min_rating": 2}, "data.max_rating"),
         ({"source": "hf", "splits": ["train"]}, "data.splits"),
+        ({"n_train": 10_000_000}, "data.n_train: 10000000 training puzzles cannot be met"),
+        ({"grid_size": 9, "givens": [12, 16]}, r"data.givens: \[12, 16\] allows no 9x9 puzzle"),
     ],
 )
 def test_load_sudoku_rejects_bad_values(tmp_path, changes, message):
