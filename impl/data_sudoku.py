@@ -1190,8 +1190,13 @@ def _hf_csv_path(
         ) from e
 
 
-def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> tuple[np.ndarray, ...]:
-    """Parse a question,answer,rating CSV into (inputs, labels, ratings); bad rows raise or skip."""
+def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role: str = "data"
+                     ) -> tuple[np.ndarray, ...]:
+    """Parse a question,answer,rating CSV into (inputs, labels, ratings); bad rows raise or skip.
+
+    A file without a usable row raises errors.DataError naming it and the counts (role, e.g.
+    "training", says in the message which split it was read for).
+    """
     name = str(path)
     bad: list[tuple[int, str]] = []  # (line number, reason)
     questions, answers, ratings, lines = [], [], [], []
@@ -1199,11 +1204,11 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{name}: empty file, expected a header with columns {', '.join(HF_COLUMNS)}")
+            raise errors.DataError(f"{name}: empty file, expected a header with columns {', '.join(HF_COLUMNS)}")
         header = [h.strip() for h in header]
         missing = [c for c in HF_COLUMNS if c not in header]
         if missing:
-            raise ValueError(
+            raise errors.DataError(
                 f"{name} line 1: header {header} lacks column(s) {missing}; expected source,question,answer,rating"
             )
         qi, ai, ri = (header.index(c) for c in HF_COLUMNS)
@@ -1272,14 +1277,21 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
         first_line, first_reason = bad[0]
         if not skip_bad_rows:
             more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-            raise ValueError(
+            raise errors.DataError(
                 f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
                 f"(data.skip_bad_rows) to skip bad rows"
+            )
+        if not row_ok.any():
+            raise errors.DataError(
+                f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
+                f"(first: line {first_line}: {first_reason})"
             )
         print(
             f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})",
             file=sys.stderr,
         )
+    if not n:
+        raise errors.DataError(f"{name}: no {role} rows after the header")
     q_digits = q_chars[row_ok].astype(np.int16) - ord("0")
     inputs = np.where(q_blank[row_ok], BLANK, q_digits + 1).astype(np.uint8)
     labels = (a_chars[row_ok] - ord("0") + 1).astype(np.uint8)
@@ -1325,13 +1337,17 @@ def load_hf(
             raise ValueError(f"load_hf: {name} must be >= 0, got {value}")
     out = {}
     for prefix, split, subset in (("train", splits[0], train_subset), ("test", splits[1], test_subset)):
+        role = "training" if prefix == "train" else "held-out"
         path = hf_cache_path(repo_id, split, subset, min_rating, seed, data_dir, skip_bad_rows)
         if path.exists() and not force_download:
             arrays = _load_npz(path, ("inputs", "labels", "ratings"))
         else:
             csv_path = _hf_csv_path(repo_id, split, cache_dir, local_files_only, force_download)
-            inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress)
+            inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress, role)
             keep = np.flatnonzero(ratings >= min_rating)
+            if not len(keep):
+                raise errors.DataError(f"{csv_path}: none of its {len(ratings)} usable {role} rows has a rating "
+                                       f">= {min_rating}; lower data.min_rating")
             if subset:
                 if subset > len(keep):
                     print(f"load_hf: {repo_id}/{split}.csv has {len(keep)} rows with rating >= {min_rating}, "
@@ -1341,6 +1357,8 @@ def load_hf(
                     keep = np.sort(sub_rng.choice(keep, size=subset, replace=False))
             arrays = dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep])
             _save_npz(path, arrays)
+        if not len(arrays["inputs"]):  # a cache written before the checks above existed
+            raise errors.DataError(f"{path}: the cached {role} split is empty; delete the file and run again")
         for key, value in arrays.items():
             out[f"{prefix}_{key}"] = value
     return out

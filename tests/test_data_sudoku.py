@@ -679,6 +679,35 @@ def test_hf_missing_column_always_raises(tmp_path):
 
 
 
+@pytest.mark.parametrize(
+    "train, test, min_rating, failing, message",
+    [
+        ("bad", "all", 0, "train",
+         r"train\.csv: no usable training row: all 10 data rows are bad \(first: line 2: question has 80 characters"),
+        ("all", "bad", 0, "test", r"test\.csv: no usable held-out row: all 10 data rows are bad"),
+        ("all", "none", 0, "test", r"test\.csv: no held-out rows after the header"),
+        ("all", "first four", 6, "test",
+         r"test\.csv: none of its 4 usable held-out rows has a rating >= 6; lower data\.min_rating"),
+    ],
+)
+def test_hf_unusable_split_is_a_clear_error(tmp_path, train, test, min_rating, failing, message):
+    rows = sample_rows()  # ratings 0..9
+    kinds = {"all": rows, "bad": [bad_row("wrong length")] * len(rows), "none": [], "first four": rows[:4]}
+    write_hub_cache(tmp_path / "hub", kinds[train], kinds[test])
+    with pytest.raises(errors.DataError, match=message):
+        load(tmp_path, skip_bad_rows=True, min_rating=min_rating)
+    assert not list((tmp_path / "data").glob(f"hf_*_{failing}_*"))  # nothing cached for the failing split
+
+
+def test_hf_empty_cached_split_is_an_error(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    path = ds.hf_cache_path(REPO, "test", 0, 0, 0, tmp_path / "data", False)
+    ds._save_npz(path, dict(inputs=np.empty((0, 81), np.uint8), labels=np.empty((0, 81), np.uint8),
+                            ratings=np.empty(0, np.int32)))  # as an older version could write it
+    with pytest.raises(errors.DataError, match=r"test_sub0_r0_s0\.npz: the cached held-out split is empty; delete"):
+        load(tmp_path)
+
 def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
     (tmp_path / "hub").mkdir()
     with pytest.raises(FileNotFoundError, match="hf download nobody/missing --repo-type dataset"):
