@@ -31,7 +31,8 @@ second solution, the grid's value at a random cell where that solution differs b
 The unique puzzle is then brought to a givens count drawn uniformly from the requested range:
 givens are removed in random order while the solution stays unique, or random ones are added.
 Work is split into chunks of GEN_CHUNK puzzles, chunk c seeded by SeedSequence([seed, c]), so the
-output is byte-identical for any number of worker processes.
+output is byte-identical for any number of worker processes (see "Worker processes" below for how
+they run, and why not multiprocessing.Pool).
 
 Rating
 ------
