@@ -1492,6 +1492,8 @@ def _histogram(values: np.ndarray) -> str:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    global POOL_AFTER_S
+    POOL_AFTER_S = 0.0  # measure all the workers: start them with the first chunk (their start-up is timed)
     workers = _resolve_workers(args.workers)
     print(f"generator bench: {workers} worker process(es), {os.cpu_count()} cores, seed {args.seed}")
     for size in args.sizes:
@@ -1549,4 +1551,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    errors.run_cli(main)  # a user error or Ctrl-C ends with one line, no traceback
+    # Run the imported module, not this __main__ copy: worker processes find its functions by name.
+    import data_sudoku
+
+    errors.run_cli(data_sudoku.main)  # a user error or Ctrl-C ends with one line, no traceback

@@ -440,6 +440,29 @@ def test_worker_errors_come_back_in_order(workers_now):
             list(pool.run(int, ["not a number"]))  # a bug in a worker keeps its traceback
 
 
+def test_command_line_generates_on_workers(tmp_path):
+    """`python impl/data_sudoku.py ...` runs as __main__; its workers must still find _generate_chunk
+    (bench starts workers with the first chunk)."""
+    script = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.path.insert(0, {str(IMPL_DIR)!r})
+        import data_sudoku
+        run = data_sudoku._Workers.run
+
+        def announce(self, fn, args):  # shows that the workers of this module did the work
+            print("workers at work", flush=True)
+            yield from run(self, fn, args)
+
+        data_sudoku._Workers.run = announce
+        sys.argv = ["data_sudoku.py", "bench", "--sizes", "4", "--scale", "0.05", "--workers", "2"]
+        runpy.run_path({str(IMPL_DIR / "data_sudoku.py")!r}, run_name="__main__")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "workers at work" in result.stdout and "4x4: 400 unique puzzles" in result.stdout
+
 def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
     data_dir = tmp_path / "data"
     script = textwrap.dedent(
