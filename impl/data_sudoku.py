@@ -31,7 +31,8 @@ second solution, the grid's value at a random cell where that solution differs b
 The unique puzzle is then brought to a givens count drawn uniformly from the requested range:
 givens are removed in random order while the solution stays unique, or random ones are added.
 Work is split into chunks of GEN_CHUNK puzzles, chunk c seeded by SeedSequence([seed, c]), so the
-output is byte-identical for any number of worker processes.
+output is byte-identical for any number of worker processes (see "Worker processes" below for how
+they run, and why not multiprocessing.Pool).
 
 Rating
 ------
@@ -52,26 +53,30 @@ square). For 9x9 the key covers digit relabelling only: the 9x9 geometric group 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import itertools
-import multiprocessing
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import zipfile
 import zlib
 from collections import Counter
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from errors import DataError
+import errors
 
 PAD = 0  # padding token, never inside a grid
 BLANK = 1  # empty cell of a puzzle
@@ -427,6 +432,24 @@ def count_solutions(puzzle: np.ndarray, size: int, limit: int = 2) -> int:
 # Number of random givens the uniqueness loop starts from, per size (capped by the givens range).
 _START_GIVENS = {4: 3, 6: 8, 9: 20}
 
+# A chunk that has made no puzzle in this many attempts gives up (the request is out of reach);
+# otherwise it gives up after 200 attempts per puzzle + 2000. Neither changes a chunk that succeeds.
+_HOPELESS_AFTER = 2000
+
+# Fewest givens of a puzzle with one solution: 4x4 counted exhaustively (_PUZZLES_4X4), 9x9 proved
+# by McGuire, Tugemann and Civario (2012, "There is no 16-clue Sudoku"); for 6x6 only the simple
+# bound size - 1 (two digits that appear in no given could be swapped in any solution).
+MIN_GIVENS = {4: 4, 6: 5, 9: 17}
+
+# Distinct 4x4 puzzles with exactly one solution, by number of givens (index 0..16), in each of the
+# two classes of 4x4 grids under canonical_key (96 and 192 of the 288 grids). Counted exhaustively
+# by tests/test_data_sudoku.py::test_4x4_puzzle_counts_are_exact.
+_PUZZLES_4X4 = (
+    (0, 0, 0, 0, 1152, 38400, 211968, 552960, 870144, 930816, 718080, 410112, 173952, 53760, 11520, 1536, 96),
+    (0, 0, 0, 0, 24576, 245760, 829440, 1588224, 2090880, 2027520, 1486848, 829440, 348672, 107520, 23040, 3072,
+     192),
+)
+
 
 def _random_full_grid(t: _Tables, rnd: random.Random) -> list:
     """A random complete grid (cell bits): fill the diagonal boxes at random, then solve the rest
@@ -511,10 +534,9 @@ def _generate_chunk(args: tuple) -> tuple:
     ratings = np.empty(count, dtype=np.int32)
     max_attempts = 200 * count + 2000
     rejected: Counter = Counter()
-    done = 0
-    for _ in range(max_attempts):
-        if done == count:
-            break
+    done = attempts = 0
+    while done < count and attempts < max_attempts and (done or attempts < _HOPELESS_AFTER):
+        attempts += 1
         made = _unique_puzzle(t, rnd, lo, hi)
         if made is None:
             rejected["more givens needed than the maximum"] += 1
@@ -530,9 +552,9 @@ def _generate_chunk(args: tuple) -> tuple:
         done += 1
     if done < count:
         reasons = ", ".join(f"{v} {k}" for k, v in rejected.items())
-        raise RuntimeError(
+        raise errors.DataError(
             f"generate_puzzles: only {done} of {count} {size}x{size} puzzles with {lo}-{hi} givens and "
-            f"rating {min_rating}..{'any' if max_rating < 0 else max_rating} after {max_attempts} attempts "
+            f"rating {min_rating}..{'any' if max_rating < 0 else max_rating} after {attempts} attempts "
             f"(rejected: {reasons}); widen the givens range (more givens) or the rating range"
         )
     keys = [canonical_key(label, size) for label in labels] if with_keys else []
@@ -551,35 +573,218 @@ def _check_gen_args(size: int, givens: tuple[int, int], min_rating: int, max_rat
     return lo, hi
 
 
+def _min_givens_problem(size: int, lo: int, hi: int) -> str:
+    if hi >= MIN_GIVENS[size]:
+        return ""
+    return (f"givens: {[lo, hi]} allows no {size}x{size} puzzle with exactly one solution "
+            f"(one needs at least {MIN_GIVENS[size]} givens)")
+
+
+def split_supply_problem(size: int, n_train: int, n_test: int, givens: tuple[int, int]) -> str:
+    """Why no split of n_train + n_test puzzles with these givens can exist ('' when one may).
+
+    Checked before any generation: the minimum givens (MIN_GIVENS) and, for 4x4, the exact puzzle
+    counts of the two grid classes, one of which make_generated_split gives to train, the other to
+    test. Ratings are not counted, so with a rating range these are upper bounds; what passes here
+    can still fail the bounded search of make_generated_split. Keys are named as in `data.`.
+    """
+    lo, hi = givens
+    if hi < MIN_GIVENS[size] or size != 4:
+        return _min_givens_problem(size, lo, hi)
+    a, b = (sum(counts[lo : hi + 1]) for counts in _PUZZLES_4X4)
+    if (n_test <= a and n_train <= b) or (n_test <= b and n_train <= a):
+        return ""
+    if n_train > max(a, b):
+        key, asked = "n_train", f"{n_train} training puzzles"
+    elif n_test > max(a, b):
+        key, asked = "n_test", f"{n_test} held-out puzzles"
+    else:
+        key, asked = "n_train", f"{n_train} training and {n_test} held-out puzzles"
+    return (f"{key}: {asked} cannot be met: there are only {a} and {b} distinct 4x4 puzzles with "
+            f"{lo}-{hi} givens in the two classes of 4x4 grids, and training and held-out puzzles come "
+            f"from different classes; lower n_train / n_test or widen givens")
+
+
 def _resolve_workers(workers: int) -> int:
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = all cores), got {workers}")
     return workers or os.cpu_count() or 1
 
 
-def _iter_chunks(tasks: list[tuple], pool: Any) -> Iterator[tuple]:
-    """Run chunk tasks in order, in this process or on a pool."""
-    if pool is None or len(tasks) == 1:
-        for task in tasks:
-            yield _generate_chunk(task)
+# Worker processes
+# ----------------
+# Not multiprocessing.Pool: its terminate() SIGTERMs workers that may hold the shared result
+# queue's lock (killed mid-put), then joins the task-feeder thread, which needs that lock to put
+# its end marker, so it waits forever (issue 21: 1 fresh start in 20 hung). And fork() copies a
+# process whose other threads (torch's, tqdm's monitor) may hold locks the child then waits on.
+#
+# Here each worker is a fresh interpreter (`python -c`, not a fork) that imports only this module,
+# talking over its own task pipe and result pipe: no lock is shared between processes and no
+# helper thread runs in this one. A worker gets a call only when idle, so the parent never blocks
+# on a write; it waits only for results, and a worker that dies shows there as end-of-file and is
+# reported with its exit status. Stopping is SIGKILL, safe at any moment: nothing shared can be
+# left locked and workers write no files.
+#
+# Start-up cost, measured on the project's 2-core CPU machine from a main script that imports torch
+# (as train_trm.py does), until 2 workers have answered a trivial call: fork 0.04 s (unsafe, above),
+# `python -c` 0.6 s, spawn 3.5-4.5 s and forkserver 3.4-3.7 s per pool (those two re-import the main
+# script, hence torch, in the workers). 0.6 s is the time of about 800 4x4 or 50 9x9 puzzles, so
+# generation starts in this process and moves to workers only after POOL_AFTER_S: small sets never
+# start a process (a fresh 4x4 set of 250 puzzles takes about 0.1 s), a long run loses about a second.
+
+POOL_AFTER_S = 1.0  # seconds of generation in this process before workers are started
+_WORKERS_SUPPORTED = os.name == "posix" and bool(sys.executable)  # else: all in this process
+
+
+class _Workers:
+    """`n` worker processes that run fn(arg) calls for run(); close() (or `with`) kills them."""
+
+    def __init__(self, n: int) -> None:
+        self._procs: list[subprocess.Popen] = []
+        self._send: list[Connection] = []  # this process's end of each worker's task pipe
+        self._recv: list[Connection] = []  # this process's end of each worker's result pipe
+        self._busy: dict[int, int] = {}  # worker index -> number of the call it runs
+        self._calls = 0  # calls handed out so far (their numbers are 0, 1, ...)
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = f"import sys; sys.path.insert(0, {here!r}); import data_sudoku; data_sudoku._worker_main()"
+        try:
+            for _ in range(n):
+                task_r, task_w = os.pipe()
+                result_r, result_w = os.pipe()
+                self._send.append(Connection(task_w, readable=False))
+                self._recv.append(Connection(result_r, writable=False))
+                try:
+                    # A new session: Ctrl-C in the terminal reaches this process only, which stops them.
+                    self._procs.append(subprocess.Popen([sys.executable, "-c", code], stdin=task_r,
+                                                        stdout=result_w, start_new_session=True))
+                finally:
+                    os.close(task_r)
+                    os.close(result_w)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, fn: Callable[[Any], Any], args: Iterable[Any]) -> Iterator[Any]:
+        """fn(arg) for each arg, in order (fn must be importable by name, like _generate_chunk).
+
+        Calls are handed out one per idle worker and at most 2 per worker ahead of the result
+        the caller waits for (bounded submission). An exception raised by a call is raised here
+        in its turn; a worker that dies raises errors.DataError. Stopping early is fine: results
+        of calls still running are dropped when they arrive, by this run or a later one.
+        """
+        args = iter(args)
+        first = next_out = self._calls
+        arrived: dict[int, tuple[bool, Any]] = {}  # call number -> (ok, result or exception)
+        more = True
+        while True:
+            while more and len(self._busy) < len(self._procs) and self._calls < next_out + 2 * len(self._procs):
+                arg = next(args, StopIteration)
+                if arg is StopIteration:
+                    more = False
+                    break
+                w = next(i for i in range(len(self._procs)) if i not in self._busy)
+                try:
+                    self._send[w].send((self._calls, fn, arg))
+                except OSError:  # BrokenPipeError: the worker is gone
+                    raise self._died(w) from None
+                self._busy[w] = self._calls
+                self._calls += 1
+            if next_out in arrived:
+                ok, value = arrived.pop(next_out)
+                next_out += 1
+                if not ok:
+                    raise value
+                yield value
+                continue
+            if not more and next_out == self._calls:  # every call of this run answered and handed on
+                return
+            if not self._busy:  # cannot happen: call next_out is out or arrived; never wait on nothing
+                raise RuntimeError("_Workers.run: no call in flight and none arrived")
+            for conn in wait([self._recv[w] for w in self._busy]):
+                w = self._recv.index(conn)
+                try:
+                    number, ok, value = conn.recv()
+                except (EOFError, OSError):  # its end of the pipe closed: the worker exited
+                    raise self._died(w) from None
+                del self._busy[w]
+                if number >= first:
+                    arrived[number] = (ok, value)
+
+    def _died(self, w: int) -> errors.DataError:
+        proc = self._procs[w]
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # closed its pipe without exiting: should not happen
+            proc.kill()
+            code = proc.wait()
+        if code < 0:
+            cause = f"was killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                cause += " (out of memory? the kernel's OOM killer sends SIGKILL)"
+        else:
+            cause = f"exited with status {code} (see its message above)"
+        return errors.DataError(f"puzzle generation: worker process {proc.pid} {cause}; "
+                                f"run again, or with fewer workers (workers=1: no worker processes)")
+
+    def close(self) -> None:
+        """Kill the workers and reap them; never waits on one that is stuck."""
+        for proc in self._procs:
+            proc.kill()  # a no-op for one that has exited
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # unkillable (stuck in the kernel): leave it
+                pass
+        for conn in self._send + self._recv:
+            conn.close()
+        self._procs, self._send, self._recv, self._busy = [], [], [], {}
+
+
+def _worker_main() -> None:
+    """A worker process (see _Workers): answer (number, fn, arg) calls from stdin on stdout."""
+    tasks = Connection(os.dup(0), writable=False)
+    results = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # a stray print goes to stderr, not into the result pipe
+    while True:
+        try:
+            number, fn, arg = tasks.recv()
+        except EOFError:  # the parent closed the pipe or exited
+            return
+        try:
+            reply = (number, True, fn(arg))
+        except errors.UserError as e:
+            reply = (number, False, e)
+        except Exception as e:  # a bug: send its traceback, which the parent could not show
+            trace = "".join(traceback.format_exception(e))
+            reply = (number, False, RuntimeError(f"in a puzzle generation worker:\n{trace}"))
+        try:
+            results.send(reply)
+        except BrokenPipeError:  # the parent is gone
+            return
+
+
+def _iter_chunks(tasks: Iterable[tuple], workers: int) -> Iterator[tuple]:
+    """_generate_chunk of each task, in task order, so the output does not depend on workers.
+
+    Runs in this process until POOL_AFTER_S have passed, then on `workers` worker processes (if
+    more than 1). Close the generator (contextlib.closing) to stop at once, workers included.
+    """
+    tasks = iter(tasks)
+    start = time.perf_counter()
+    for task in tasks:
+        yield _generate_chunk(task)
+        if workers > 1 and _WORKERS_SUPPORTED and time.perf_counter() - start >= POOL_AFTER_S:
+            break
     else:
-        yield from pool.imap(_generate_chunk, tasks)
-
-
-def _make_pool(workers: int) -> Any:
-    """A process pool, or None for workers == 1. Fork where available: workers run only this
-    module's pure-Python code, and fork avoids re-importing the caller's main script."""
-    if workers <= 1:
-        return None
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_worker_signals)
-
-
-def _worker_signals() -> None:
-    """Workers leave Ctrl-C to the parent and die on SIGTERM, whatever handlers the parent had
-    installed when it forked them (Pool.terminate relies on SIGTERM)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return
+    with _Workers(workers) as pool:
+        yield from pool.run(_generate_chunk, tasks)
 
 
 def generate_puzzles(
@@ -602,21 +807,19 @@ def generate_puzzles(
     lo, hi = _check_gen_args(size, givens, min_rating, max_rating)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if _min_givens_problem(size, lo, hi):
+        raise errors.ConfigError(_min_givens_problem(size, lo, hi))
     workers = _resolve_workers(workers)
     tasks = [
         (size, min(GEN_CHUNK, n - start), start // GEN_CHUNK, seed, lo, hi, min_rating, max_rating, False)
         for start in range(0, n, GEN_CHUNK)
     ]
     parts = []
-    pool = _make_pool(min(workers, len(tasks)))
-    try:
-        with tqdm(total=n, disable=not progress, desc=f"sudoku {size}x{size}", unit="puzzle") as bar:
-            for part in _iter_chunks(tasks, pool):
-                parts.append(part)
-                bar.update(len(part[2]))
-    finally:
-        if pool is not None:
-            pool.terminate()
+    with tqdm(total=n, disable=not progress, desc=f"sudoku {size}x{size}", unit="puzzle") as bar, \
+            contextlib.closing(_iter_chunks(tasks, min(workers, len(tasks)))) as chunks:
+        for part in chunks:
+            parts.append(part)
+            bar.update(len(part[2]))
     n_cells = size * size
     return dict(
         inputs=np.concatenate([p[0] for p in parts]) if parts else np.empty((0, n_cells), np.uint8),
@@ -823,6 +1026,9 @@ def make_generated_split(
     lo, hi = _check_gen_args(size, givens, min_rating, max_rating)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train} and {n_test}")
+    problem = split_supply_problem(size, n_train, n_test, (lo, hi))
+    if problem:
+        raise errors.ConfigError(problem)
     path = generated_cache_path(size, n_train, n_test, (lo, hi), min_rating, max_rating, seed, data_dir)
     cached = _cached(path, SPLIT_KEYS)
     if cached is not None:
@@ -836,62 +1042,48 @@ def make_generated_split(
     p_test = n_test / (n_train + n_test)
     split_rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_STREAM]))
     total = n_train + n_test
-    max_generated = SPLIT_MAX_TRIES * total + 20 * GEN_CHUNK
-    generated = next_chunk = 0
+    max_chunks = -(-(SPLIT_MAX_TRIES * total + 20 * GEN_CHUNK) // GEN_CHUNK)  # the bounded search
+    tasks = ((size, GEN_CHUNK, c, seed, lo, hi, min_rating, max_rating, True) for c in range(max_chunks))
+    generated = 0
 
     def full(split: str) -> bool:
         return len(got[split]) >= want[split]
 
-    pool = _make_pool(workers)
-    try:
-        with tqdm(total=total, disable=not progress, desc=f"sudoku {size}x{size} split", unit="puzzle") as bar:
-            while not (full("train") and full("test")):
-                if generated >= max_generated:
-                    raise RuntimeError(
-                        f"make_generated_split: after {generated} generated {size}x{size} puzzles only "
-                        f"{len(got['train'])}/{n_train} train and {len(got['test'])}/{n_test} test are distinct "
-                        f"and class-disjoint ({len(key_split)} grid classes seen); ask for fewer puzzles "
-                        f"or a wider givens range"
-                    )
-                accepted = len(got["train"]) + len(got["test"])
-                rate = max(accepted / generated, 0.02) if generated else 1.0
-                n_chunks = -(-int((total - accepted) / rate * 1.1) // GEN_CHUNK)
-                n_chunks = max(n_chunks, workers, 1)
-                n_chunks = min(n_chunks, -(-(max_generated - generated) // GEN_CHUNK))
-                tasks = [
-                    (size, GEN_CHUNK, c, seed, lo, hi, min_rating, max_rating, True)
-                    for c in range(next_chunk, next_chunk + n_chunks)
-                ]
-                next_chunk += n_chunks
-                for inputs, labels, ratings, keys in _iter_chunks(tasks, pool):
-                    for puz, sol, rating, key in zip(inputs, labels, ratings, keys):
-                        generated += 1
-                        puz_bytes = puz.tobytes()
-                        if puz_bytes in seen_puzzles:
-                            continue
-                        if key not in key_split:
-                            to_test = split_rng.random() < p_test
-                            if not got["test"] and not full("test"):
-                                key_split[key] = "test"
-                            elif not got["train"] and not full("train"):
-                                key_split[key] = "train"
-                            elif full("test"):
-                                key_split[key] = "train"
-                            elif full("train"):
-                                key_split[key] = "test"
-                            else:
-                                key_split[key] = "test" if to_test else "train"
-                        split = key_split[key]
-                        if full(split):
-                            continue
-                        seen_puzzles.add(puz_bytes)
-                        got[split].append((puz, sol, rating))
-                        bar.update(1)
-                    if full("train") and full("test"):
-                        break
-    finally:
-        if pool is not None:
-            pool.terminate()
+    with tqdm(total=total, disable=not progress, desc=f"sudoku {size}x{size} split", unit="puzzle") as bar, \
+            contextlib.closing(_iter_chunks(tasks, workers)) as chunks:
+        for inputs, labels, ratings, keys in chunks:
+            for puz, sol, rating, key in zip(inputs, labels, ratings, keys):
+                generated += 1
+                puz_bytes = puz.tobytes()
+                if puz_bytes in seen_puzzles:
+                    continue
+                if key not in key_split:
+                    to_test = split_rng.random() < p_test
+                    if not got["test"] and not full("test"):
+                        key_split[key] = "test"
+                    elif not got["train"] and not full("train"):
+                        key_split[key] = "train"
+                    elif full("test"):
+                        key_split[key] = "train"
+                    elif full("train"):
+                        key_split[key] = "test"
+                    else:
+                        key_split[key] = "test" if to_test else "train"
+                split = key_split[key]
+                if full(split):
+                    continue
+                seen_puzzles.add(puz_bytes)
+                got[split].append((puz, sol, rating))
+                bar.update(1)
+            if full("train") and full("test"):
+                break
+    if not (full("train") and full("test")):
+        raise errors.DataError(
+            f"make_generated_split: found {len(got['train'])} of {n_train} training and {len(got['test'])} of "
+            f"{n_test} held-out distinct {size}x{size} puzzles with {lo}-{hi} givens (training and held-out "
+            f"from different grid classes; {len(key_split)} classes seen) after {generated} tries; "
+            f"lower n_train / n_test or widen givens"
+        )
 
     n_cells = size * size
     data = {}
@@ -1013,8 +1205,13 @@ def _hf_csv_path(
         ) from e
 
 
-def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> tuple[np.ndarray, ...]:
-    """Parse a question,answer,rating CSV into (inputs, labels, ratings); bad rows raise or skip."""
+def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role: str = "data"
+                     ) -> tuple[np.ndarray, ...]:
+    """Parse a question,answer,rating CSV into (inputs, labels, ratings); bad rows raise or skip.
+
+    A file without a usable row raises errors.DataError naming it and the counts (role, e.g.
+    "training", says in the message which split it was read for).
+    """
     name = str(path)
     bad: list[tuple[int, str]] = []  # (line number, reason)
     questions, answers, ratings, lines = [], [], [], []
@@ -1022,11 +1219,11 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{name}: empty file, expected a header with columns {', '.join(HF_COLUMNS)}")
+            raise errors.DataError(f"{name}: empty file, expected a header with columns {', '.join(HF_COLUMNS)}")
         header = [h.strip() for h in header]
         missing = [c for c in HF_COLUMNS if c not in header]
         if missing:
-            raise ValueError(
+            raise errors.DataError(
                 f"{name} line 1: header {header} lacks column(s) {missing}; expected source,question,answer,rating"
             )
         qi, ai, ri = (header.index(c) for c in HF_COLUMNS)
@@ -1095,14 +1292,21 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool) -> t
         first_line, first_reason = bad[0]
         if not skip_bad_rows:
             more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-            raise ValueError(
+            raise errors.DataError(
                 f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
                 f"(data.skip_bad_rows) to skip bad rows"
+            )
+        if not row_ok.any():
+            raise errors.DataError(
+                f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
+                f"(first: line {first_line}: {first_reason})"
             )
         print(
             f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})",
             file=sys.stderr,
         )
+    if not n:
+        raise errors.DataError(f"{name}: no {role} rows after the header")
     q_digits = q_chars[row_ok].astype(np.int16) - ord("0")
     inputs = np.where(q_blank[row_ok], BLANK, q_digits + 1).astype(np.uint8)
     labels = (a_chars[row_ok] - ord("0") + 1).astype(np.uint8)
@@ -1148,18 +1352,24 @@ def load_hf(
             raise ValueError(f"load_hf: {name} must be >= 0, got {value}")
     out = {}
     for prefix, split, subset in (("train", splits[0], train_subset), ("test", splits[1], test_subset)):
+        role = "training" if prefix == "train" else "held-out"
         path = hf_cache_path(repo_id, split, subset, min_rating, seed, data_dir, skip_bad_rows)
         arrays = None if force_download else _cached(path, ("inputs", "labels", "ratings"))
         if arrays is None:
             csv_path = _hf_csv_path(repo_id, split, cache_dir, local_files_only, force_download)
             try:
-                inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress)
+                inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress, role)
+            except DataError:  # the file read, but no usable rows: the message says why
+                raise
             except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
                 if isinstance(e, UnicodeDecodeError):
                     e = f"{csv_path}: not UTF-8 text ({e.reason})"
                 raise DataError(f"{e}. If the download is damaged, fetch it again with "
                                 f'{{"data": {{"force_download": true}}}} in your config') from None
             keep = np.flatnonzero(ratings >= min_rating)
+            if not len(keep):
+                raise errors.DataError(f"{csv_path}: none of its {len(ratings)} usable {role} rows has a rating "
+                                       f">= {min_rating}; lower data.min_rating")
             if subset:
                 if subset > len(keep):
                     print(f"load_hf: {repo_id}/{split}.csv has {len(keep)} rows with rating >= {min_rating}, "
@@ -1169,6 +1379,8 @@ def load_hf(
                     keep = np.sort(sub_rng.choice(keep, size=subset, replace=False))
             arrays = dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep])
             _save_npz(path, arrays)
+        if not len(arrays["inputs"]):  # a cache written before the checks above existed
+            raise errors.DataError(f"{path}: the cached {role} split is empty; delete the file and run again")
         for key, value in arrays.items():
             out[f"{prefix}_{key}"] = value
     return out
@@ -1223,6 +1435,9 @@ def check_data_config(cfg: dict) -> None:
         for key in ("n_train", "n_test"):
             if _cfg(cfg, key) < 1:
                 raise ValueError(f"data.{key}: {cfg[key]} must be >= 1")
+        problem = split_supply_problem(size, cfg["n_train"], cfg["n_test"], (lo, hi))
+        if problem:
+            raise errors.ConfigError(f"data.{problem}")
         max_rating = _cfg(cfg, "max_rating")
         if max_rating != -1 and max_rating < _cfg(cfg, "min_rating"):
             raise ValueError(f"data.max_rating: {max_rating} must be -1 (no maximum) or >= data.min_rating ({cfg['min_rating']})")
@@ -1298,6 +1513,8 @@ def _histogram(values: np.ndarray) -> str:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    global POOL_AFTER_S
+    POOL_AFTER_S = 0.0  # measure all the workers: start them with the first chunk (their start-up is timed)
     workers = _resolve_workers(args.workers)
     print(f"generator bench: {workers} worker process(es), {os.cpu_count()} cores, seed {args.seed}")
     for size in args.sizes:
@@ -1355,4 +1572,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy: worker processes find its functions by name.
+    import data_sudoku
+
+    errors.run_cli(data_sudoku.main)  # a user error or Ctrl-C ends with one line, no traceback

@@ -6,8 +6,13 @@ solver. The Hugging Face tests build a fake hub cache in tmp_path and never touc
 
 from __future__ import annotations
 
+import faulthandler
 import functools
+import itertools
 import os
+import random
+import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +25,7 @@ from hypothesis import strategies as st
 
 import data_sudoku as ds
 from errors import DataError
+import errors
 
 IMPL_DIR = Path(__file__).resolve().parent.parent / "impl"
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
@@ -94,6 +100,16 @@ def generated(size: int) -> dict[str, np.ndarray]:
 
 def to_string(tokens: np.ndarray) -> str:
     return "".join("." if t == ds.BLANK else str(int(t) - 1) for t in tokens)
+
+
+@pytest.fixture
+def workers_now(monkeypatch):
+    """Worker processes start after the first chunk (POOL_AFTER_S = 0). A hang ends the whole test
+    run after 60 s with every thread's traceback, so a regression fails CI instead of blocking it."""
+    monkeypatch.setattr(ds, "POOL_AFTER_S", 0.0)
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +210,7 @@ def test_generated_puzzles_have_exactly_one_solution(size, checked):
         assert ds.solve(puzzle, size)[1] == rating
 
 
-def test_generator_is_reproducible_across_workers_and_seeds():
+def test_generator_is_reproducible_across_workers_and_seeds(workers_now):
     n = ds.GEN_CHUNK * 2 + 10  # several chunks
     a = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=1, progress=False)
     b = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=2, progress=False)
@@ -215,11 +231,15 @@ def test_generator_rating_filter():
     assert (easy["ratings"] == 0).all()
 
 
-def test_generator_impossible_request_raises():
-    with pytest.raises(RuntimeError, match="widen the givens range"):
-        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)  # 4x4 needs >= 4 givens
+def test_generator_impossible_request_raises(monkeypatch):
+    with pytest.raises(errors.ConfigError, match=r"givens: \[2, 3\] allows no 4x4 puzzle .* at least 4 givens"):
+        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)
     with pytest.raises(ValueError, match="givens"):
         ds.generate_puzzles(4, 1, (5, 17), workers=1, progress=False)
+    # Possible in principle, out of the generator's reach: a chunk gives up after _HOPELESS_AFTER.
+    monkeypatch.setattr(ds, "_HOPELESS_AFTER", 30)
+    with pytest.raises(errors.DataError, match="only 0 of 1 6x6 puzzles with 5-7 givens .* after 30 attempts"):
+        ds.generate_puzzles(6, 1, (5, 7), seed=0, workers=1, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,7 +280,7 @@ def test_split_cache_is_reused_and_named_by_parameters(tmp_path, monkeypatch):
         assert np.array_equal(first[key], second[key])
 
 
-def test_split_same_seed_same_result_across_workers(tmp_path):
+def test_split_same_seed_same_result_across_workers(tmp_path, workers_now):
     a = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "a", workers=1, progress=False)
     b = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "b", workers=2, progress=False)
     for key in ds.SPLIT_KEYS:
@@ -283,9 +303,208 @@ def test_damaged_generated_cache_is_rebuilt_and_named(tmp_path, capsys):
 
 def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "SPLIT_MAX_TRIES", 2)
-    # Only a few hundred distinct 4-given 4x4 puzzles exist per grid class.
-    with pytest.raises(RuntimeError, match="ask for fewer puzzles"):
+    # 1152 and 24576 4-given 4x4 puzzles exist in the two grid classes: enough by count, so the
+    # request passes split_supply_problem, but 2 tries per puzzle asked for cannot find them all.
+    with pytest.raises(errors.DataError, match=r"found \d+ of 3000 training and \d+ of 1000 held-out distinct 4x4 "
+                                               r"puzzles .* after \d+ tries; lower n_train / n_test or widen givens"):
         ds.make_generated_split(4, 3000, 1000, (4, 4), 0, -1, 0, tmp_path, workers=1, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_impossible_4x4_split_fails_before_generating(tmp_path, monkeypatch):
+    def no_generation(*_args, **_kwargs):
+        raise AssertionError("generation started for a request that cannot be met")
+
+    monkeypatch.setattr(ds, "_iter_chunks", no_generation)
+    cases = [
+        (10_000_000, 50, r"n_train: 10000000 training puzzles cannot be met: there are only 3323520 and 8293248 "
+                         r"distinct 4x4 puzzles with 4-10 givens in the two classes of 4x4 grids"),
+        (50, 9_000_000, r"n_test: 9000000 held-out puzzles cannot be met"),
+        (8_000_000, 8_000_000, r"n_train: 8000000 training and 8000000 held-out puzzles cannot be met"),
+    ]
+    for n_train, n_test, message in cases:
+        with pytest.raises(errors.ConfigError, match=message):
+            ds.make_generated_split(4, n_train, n_test, (4, 10), 0, -1, 0, tmp_path, progress=False)
+    assert ds.split_supply_problem(4, 8293248, 3323520, (4, 10)) == ""  # exactly what the classes hold
+    assert not list(tmp_path.iterdir())
+    # On the command line: one line and exit status 1, at once.
+    result = subprocess.run(
+        [sys.executable, str(IMPL_DIR / "data_sudoku.py"), "generate", "--size", "4", "--n-train", "10000000",
+         "--n-test", "50", "--givens", "4", "10", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: n_train: 10000000 training puzzles cannot be met")
+    assert result.stderr.count("\n") == 1
+
+
+def four_by_four_grids() -> list[tuple[int, ...]]:
+    """Every 4x4 grid, row by row from the 24 orders of 1..4, by the reference peers (not ds.solve)."""
+    peers = peers_of(4)
+    grids: list[tuple[int, ...]] = []
+
+    def extend(cells: tuple[int, ...]) -> None:
+        if len(cells) == 16:
+            grids.append(cells)
+            return
+        for row in itertools.permutations(range(1, 5)):
+            grid = cells + row
+            if all(grid[p] != grid[i] for i in range(len(cells), len(grid)) for p in peers[i] if p < i):
+                extend(grid)
+
+    extend(())
+    return grids
+
+
+def test_4x4_puzzle_counts_are_exact():
+    """ds._PUZZLES_4X4 by exhaustion: (grid, set of given cells) is a puzzle with one solution when
+    no other grid agrees with the grid on every given cell."""
+    grids = np.array(four_by_four_grids())  # [288, 16] digits
+    assert len(grids) == 288
+    bit = 1 << np.arange(16)
+    agree = ((grids[:, None, :] == grids[None, :, :]) * bit).sum(axis=2)  # [288, 288] cell masks
+    ambiguous = np.zeros((288, 1 << 16), dtype=bool)  # [grid, given-cell mask]
+    others = ~np.eye(288, dtype=bool)
+    ambiguous[np.nonzero(others)[0], agree[others]] = True
+    masks = np.arange(1 << 16)
+    for b in range(16):  # every subset of an ambiguous mask is ambiguous too
+        without = masks[(masks >> b) & 1 == 0]
+        ambiguous[:, without] |= ambiguous[:, without | (1 << b)]
+    givens = np.array([bin(m).count("1") for m in masks])
+    tokens = (grids + 1).astype(np.uint8)
+    classes: dict[bytes, list[int]] = {}
+    for g in range(288):
+        classes.setdefault(ds.canonical_key(tokens[g], 4), []).append(g)
+    counted = sorted(
+        (len(members), tuple(int(c) for c in np.bincount(givens, (~ambiguous[members]).sum(axis=0), minlength=17)))
+        for members in classes.values()
+    )
+    assert [size for size, _ in counted] == [96, 192]
+    assert tuple(c for _, c in counted) == ds._PUZZLES_4X4
+    assert sum(c[4] for c in ds._PUZZLES_4X4) == 25728  # the known number of 4-clue 4x4 puzzles
+    assert ds.MIN_GIVENS[4] == min(k for k in range(17) if any(c[k] for c in ds._PUZZLES_4X4))
+    rng = np.random.default_rng(0)  # spot checks against the reference solver
+    for g, mask in zip(rng.integers(0, 288, 40), rng.integers(0, 1 << 16, 40)):
+        puzzle = np.where((mask >> np.arange(16)) & 1 == 1, tokens[g], ds.BLANK).astype(np.uint8)
+        assert (brute_force_count(puzzle, 4) == 1) == (not ambiguous[g, mask])
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker processes: early stops, deaths, Ctrl-C
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stopping_early_never_hangs_and_keeps_the_output(tmp_path, monkeypatch, workers_now):
+    """The issue-21 hang (stopping with chunks in flight) needed hundreds of starts to show: tiny
+    chunks make hundreds of early stops cheap. Bounded by workers_now's 60 s watchdog."""
+    monkeypatch.setattr(ds, "GEN_CHUNK", 2)
+    tasks = [(4, 2, c, 0, 4, 10, 0, -1, False) for c in range(40)]
+    expected = [ds._generate_chunk(task)[0].tobytes() for task in tasks]
+    rng = random.Random(0)
+    with ds._Workers(2) as pool:
+        for _ in range(300):
+            start, stop = rng.randrange(20), rng.randrange(12)
+            got = []
+            for inputs, *_ in pool.run(ds._generate_chunk, tasks[start:]):
+                if len(got) == stop:
+                    break  # calls still running: their results are dropped by the next run
+                got.append(inputs.tobytes())
+            assert got == expected[start : start + stop]
+    # Whole splits: each stops with chunks in flight and kills its workers; same bytes as 1 worker.
+    reference = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / "ref", workers=1, progress=False)
+    for k in range(5):
+        data = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / str(k), workers=2, progress=False)
+        for key in ds.SPLIT_KEYS:
+            assert data[key].tobytes() == reference[key].tobytes()
+
+
+@pytest.mark.parametrize(
+    "fn, arg, message",
+    [
+        (signal.raise_signal, signal.SIGKILL, r"worker process \d+ was killed by SIGKILL \(out of memory\?"),
+        (os._exit, 3, r"worker process \d+ exited with status 3"),
+    ],
+)
+def test_a_dying_worker_is_reported(workers_now, fn, arg, message):
+    with ds._Workers(2) as pool:
+        with pytest.raises(errors.DataError, match=message):
+            list(pool.run(fn, [arg]))
+    with ds._Workers(1) as pool:  # dead before it gets a call: the call cannot be sent
+        pool._procs[0].kill()
+        pool._procs[0].wait()
+        with pytest.raises(errors.DataError, match=r"worker process \d+ was killed by SIGKILL"):
+            list(pool.run(ds._generate_chunk, [(4, 2, 0, 0, 4, 10, 0, -1, False)]))
+
+
+def test_worker_errors_come_back_in_order(workers_now):
+    ok = (4, 2, 0, 0, 4, 10, 0, -1, False)
+    impossible = (4, 1, 0, 0, 2, 3, 0, -1, False)  # no 4x4 puzzle has 2-3 givens: the chunk gives up
+    with ds._Workers(2) as pool:
+        results = pool.run(ds._generate_chunk, [ok, impossible, ok])
+        assert next(results)[0].shape == (2, 16)
+        with pytest.raises(errors.DataError, match="only 0 of 1 4x4 puzzles with 2-3 givens"):
+            next(results)
+        with pytest.raises(RuntimeError, match=r"(?s)in a puzzle generation worker:\n.*ValueError: invalid literal"):
+            list(pool.run(int, ["not a number"]))  # a bug in a worker keeps its traceback
+
+
+def test_command_line_generates_on_workers(tmp_path):
+    """`python impl/data_sudoku.py ...` runs as __main__; its workers must still find _generate_chunk
+    (bench starts workers with the first chunk)."""
+    script = textwrap.dedent(
+        f"""
+        import runpy, sys
+        sys.path.insert(0, {str(IMPL_DIR)!r})
+        import data_sudoku
+        run = data_sudoku._Workers.run
+
+        def announce(self, fn, args):  # shows that the workers of this module did the work
+            print("workers at work", flush=True)
+            yield from run(self, fn, args)
+
+        data_sudoku._Workers.run = announce
+        sys.argv = ["data_sudoku.py", "bench", "--sizes", "4", "--scale", "0.05", "--workers", "2"]
+        runpy.run_path({str(IMPL_DIR / "data_sudoku.py")!r}, run_name="__main__")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "workers at work" in result.stdout and "4x4: 400 unique puzzles" in result.stdout
+
+def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
+    data_dir = tmp_path / "data"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(IMPL_DIR)!r})
+        import data_sudoku as ds, errors
+        ds.POOL_AFTER_S = 0.0
+        run = ds._Workers.run
+
+        def announce(self, fn, args):  # says when the workers are at work, with their ids
+            print("workers", *[proc.pid for proc in self._procs], flush=True)
+            yield from run(self, fn, args)
+
+        ds._Workers.run = announce
+        errors.run_cli(lambda: ds.main(["generate", "--size", "6", "--n-train", "20000", "--n-test", "2000",
+                                         "--workers", "2", "--data-dir", {str(data_dir)!r}]))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([proc.stdout], [], [], 60)[0], "the workers did not start"
+        pids = [int(pid) for pid in proc.stdout.readline().split()[1:]]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.rstrip("\n").splitlines()[-1] == "interrupted (Ctrl-C)" and "Traceback" not in err
+    assert not data_dir.exists() or not list(data_dir.iterdir())  # no cache, no temporary file
+    assert len(pids) == 2
+    for pid in pids:  # killed and reaped before the process ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,6 +709,36 @@ def test_hf_missing_column_always_raises(tmp_path):
             load(tmp_path, skip_bad_rows=skip)
 
 
+
+@pytest.mark.parametrize(
+    "train, test, min_rating, failing, message",
+    [
+        ("bad", "all", 0, "train",
+         r"train\.csv: no usable training row: all 10 data rows are bad \(first: line 2: question has 80 characters"),
+        ("all", "bad", 0, "test", r"test\.csv: no usable held-out row: all 10 data rows are bad"),
+        ("all", "none", 0, "test", r"test\.csv: no held-out rows after the header"),
+        ("all", "first four", 6, "test",
+         r"test\.csv: none of its 4 usable held-out rows has a rating >= 6; lower data\.min_rating"),
+    ],
+)
+def test_hf_unusable_split_is_a_clear_error(tmp_path, train, test, min_rating, failing, message):
+    rows = sample_rows()  # ratings 0..9
+    kinds = {"all": rows, "bad": [bad_row("wrong length")] * len(rows), "none": [], "first four": rows[:4]}
+    write_hub_cache(tmp_path / "hub", kinds[train], kinds[test])
+    with pytest.raises(errors.DataError, match=message):
+        load(tmp_path, skip_bad_rows=True, min_rating=min_rating)
+    assert not list((tmp_path / "data").glob(f"hf_*_{failing}_*"))  # nothing cached for the failing split
+
+
+def test_hf_empty_cached_split_is_an_error(tmp_path):
+    rows = sample_rows()
+    write_hub_cache(tmp_path / "hub", rows, rows[:4])
+    path = ds.hf_cache_path(REPO, "test", 0, 0, 0, tmp_path / "data", False)
+    ds._save_npz(path, dict(inputs=np.empty((0, 81), np.uint8), labels=np.empty((0, 81), np.uint8),
+                            ratings=np.empty(0, np.int32)))  # as an older version could write it
+    with pytest.raises(errors.DataError, match=r"test_sub0_r0_s0\.npz: the cached held-out split is empty; delete"):
+        load(tmp_path)
+
 def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
     (tmp_path / "hub").mkdir()
     with pytest.raises(DataError, match="hf download nobody/missing --repo-type dataset"):
@@ -562,6 +811,8 @@ def test_load_sudoku_generated_and_builtin(tmp_path):
         ({"source": "kaggle"}, "data.source: 'kaggle' is not one of builtin, generated, hf"),
         ({"max_rating": 0, "min_rating": 2}, "data.max_rating"),
         ({"source": "hf", "splits": ["train"]}, "data.splits"),
+        ({"n_train": 10_000_000}, "data.n_train: 10000000 training puzzles cannot be met"),
+        ({"grid_size": 9, "givens": [12, 16]}, r"data.givens: \[12, 16\] allows no 9x9 puzzle"),
     ],
 )
 def test_load_sudoku_rejects_bad_values(tmp_path, changes, message):
