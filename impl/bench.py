@@ -24,12 +24,10 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from device import pick_device  # noqa: E402
-from errors import run_cli  # noqa: E402
-from trm import TRM, TRMConfig, softmax_cross_entropy, swiglu_width  # noqa: E402
+from device import pick_device
+from errors import run_cli
+from trm import TRM, TRMConfig, swiglu_width, trm_loss
 
 
 def model_flops(cfg: TRMConfig, batch: int) -> dict:
@@ -98,9 +96,7 @@ def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.devi
 
     def train_step(carry):
         carry, logits, q = model(inputs, carry)
-        solved = (logits.argmax(-1) == labels).all(1).float()
-        loss = softmax_cross_entropy(logits, labels).mean() + 0.5 * F.binary_cross_entropy_with_logits(q, solved)
-        loss.backward()
+        trm_loss(logits, q, labels).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return carry

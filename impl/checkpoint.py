@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, loading with clear errors, weights that must fit, RNG states.
+"""Checkpoint files: atomic writes, loading with clear errors, weights that must fit, a trained
+model from a checkpoint, and RNG states.
 
 Every write goes to a fresh temporary file in the same folder and is renamed over the target, so
 a crash, a full disk or a read-only folder leaves the previous file whole and loadable. The rename
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from errors import CheckpointError
+from trm import TRM, TRMConfig
 
 _UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, checkpoints get the usual 0666 & ~umask
 os.umask(_UMASK)
@@ -49,7 +51,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike, make_hint: str = "python impl/train_trm.py") -> dict:
+def load_checkpoint(path: str | os.PathLike, make_hint: str = "python impl/train_trm.py (writes runs/<run_name>/best.pt)") -> dict:
     """The checkpoint dict (on CPU, weights_only); errors name the path and, when it is missing,
     the command that makes one."""
     path = Path(path)
@@ -77,6 +79,35 @@ def load_weights(module: torch.nn.Module, state: dict, path: Path | str) -> None
         raise CheckpointError(f"{path}: weights do not fit this model (a different architecture?):\n  "
                               + "\n  ".join(lines))
     module.load_state_dict(state)
+
+
+TRAIN_COMMAND = "python impl/train_trm.py"
+
+
+def dataset_of(ckpt: dict) -> dict:
+    """The dataset metadata a checkpoint was trained on (older checkpoints held a Sudoku data_size)."""
+    if "dataset" in ckpt:
+        return ckpt["dataset"]
+    size = ckpt["data_size"]
+    return {"seq_len": size * size, "vocab_size": size + 2, "puzzle": "sudoku", "grid_size": size}
+
+
+def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, dict, str]:
+    """A trained model (EMA weights when the checkpoint has them, in eval mode), the checkpoint
+    dict (with "dataset" filled in for older ones), and which weights were used ("EMA" or "raw")."""
+    ckpt = load_checkpoint(path, TRAIN_COMMAND)
+    missing = [key for key in ("model", "model_config", "config") if key not in ckpt]
+    if missing or not ("dataset" in ckpt or "data_size" in ckpt):
+        raise CheckpointError(f"{path}: not a TRM training checkpoint (missing {', '.join(missing or ['dataset'])})")
+    ckpt["dataset"] = dataset_of(ckpt)
+    # Checkpoints from before model.mlp_t_norm and model.prefix_learned existed were trained with
+    # the per-token mlp_t norm and every prefix position learned: keep them computing that.
+    model = TRM(TRMConfig(**{"mlp_t_norm": "hidden", "prefix_learned": "all", **ckpt["model_config"]}))
+    use_ema = ckpt.get("ema") is not None
+    weights = ckpt["ema"] if use_ema else ckpt["model"]
+    # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.
+    load_weights(model, {k: v for k, v in weights.items() if not k.startswith("predictor.")}, path)
+    return model.to(device).eval(), ckpt, "EMA" if use_ema else "raw"
 
 
 def rng_state() -> dict:

@@ -11,6 +11,10 @@ max_steps unbounded, and one held-out evaluation (EMA weights, N_sup steps) at t
 budget goes to training. Seeds are the outer loop and variants the inner one, so a drift in machine
 load falls on all variants alike; on a shared machine, seconds per step are only as steady as the load.
 
+Each run is a process of its own (`python impl/train_trm.py` or `impl/train_trm_jepa.py` with a
+generated override file in <out>/configs/), exactly what a user would run; every run's config is
+checked (--check) before the first one starts.
+
 Reported per variant: held-out exact accuracy mean +- std and [min, max] over seeds, blank-cell
 accuracy, steps reached, milliseconds per training step (last log line's time / steps; evaluation
 excluded) and that cost relative to plain. Writes <out>/results.json (every run and the summary,
@@ -21,16 +25,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_trm  # noqa: E402
-import train_trm_jepa as jepa  # noqa: E402
-from checkpoint import write_text_atomic  # noqa: E402
-from errors import ConfigError, run_cli  # noqa: E402
+from checkpoint import write_text_atomic
+from config import parse_json
+from errors import ConfigError, UserError, run_cli
+
+IMPL = Path(__file__).resolve().parent
+JEPA_KEYS = ("variant", "latent_loss_weight", "latent_pool", "normalize_latent", "stopgrad_target", "latent_loss",
+             "latent_state")  # train_trm_jepa.py's own keys in "training": dropped for plain runs
 
 UNBOUNDED_STEPS = 10**9  # the time limit ends every run; no cosine schedule can span this
 
@@ -45,13 +51,13 @@ def variants(weights: list[float], nostop_weight: float | None) -> list[tuple[st
     return out
 
 
-def run_config(base: dict, jepa_keys: dict | None, name: str, seed: int, minutes: float, out: Path) -> dict:
-    """The full config of one run; plain runs drop the JEPA keys and train with train_trm.py."""
+def run_overrides(base: dict, jepa_keys: dict | None, name: str, seed: int, minutes: float, out: Path) -> dict:
+    """The override file of one run; plain runs drop any JEPA keys and train with train_trm.py."""
     config = copy.deepcopy(base)
-    t = config["training"]
+    t = config.setdefault("training", {})
     if jepa_keys is None:
-        for key in jepa.JEPA_TRAINING:
-            del t[key]
+        for key in JEPA_KEYS:
+            t.pop(key, None)
     else:
         t.update(jepa_keys)
     t.update(seed=seed, time_limit_min=minutes, max_steps=UNBOUNDED_STEPS, eval_every=UNBOUNDED_STEPS,
@@ -59,9 +65,16 @@ def run_config(base: dict, jepa_keys: dict | None, name: str, seed: int, minutes
     return config
 
 
-def last_train_record(run_dir: Path) -> dict:
+def run_script(jepa: bool, config_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    script = IMPL / ("train_trm_jepa.py" if jepa else "train_trm.py")
+    return subprocess.run([sys.executable, str(script), "--config", str(config_path), "--no-progress", *flags],
+                          text=True, capture_output="--check" in flags)
+
+
+def last_records(run_dir: Path) -> tuple[dict, dict]:
+    """The last training and the last evaluation record of a run's log."""
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return [r for r in records if r["kind"] == "train"][-1]
+    return [r for r in records if r["kind"] == "train"][-1], [r for r in records if r["kind"] == "eval"][-1]
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -123,35 +136,46 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def compare(args: argparse.Namespace, out: Path, plan: list) -> dict:
-    source = args.config or "RUN_CONFIG"
     if args.minutes <= 0:
         raise ConfigError(f"--minutes: {args.minutes} must be > 0")
-    base = train_trm.load_config(args.config, jepa.RUN_CONFIG) if args.config else copy.deepcopy(jepa.RUN_CONFIG)
+    base: dict = {}
+    if args.config:
+        try:
+            base = parse_json(Path(args.config).read_text(), args.config)
+        except OSError as e:
+            raise ConfigError(f"{args.config}: cannot read config file ({e.strerror})") from None
+    configs = out / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+
+    def write_config(name: str, seed: int, keys: dict | None) -> Path:
+        path = configs / f"{name}_seed{seed}.json"
+        write_text_atomic(path, json.dumps(run_overrides(base, keys, name, seed, args.minutes, out), indent=1) + "\n")
+        return path
+
     for name, keys in plan:  # every run's config is checked before the first one starts
-        config = run_config(base, keys, name, 0, args.minutes, out)
-        train_trm.check_config(config, source)
-        if keys is not None:
-            jepa.check_jepa_config(config, f"{source} ({name})")
-    if base["training"]["lr_min_ratio"] != 1.0:
+        checked = run_script(keys is not None, write_config(name, args.seeds[0], keys), "--check")
+        if checked.returncode != 0:
+            raise ConfigError(f"{name}: {checked.stderr.strip().splitlines()[-1].removeprefix('error: ')}")
+    if base.get("training", {}).get("lr_min_ratio", 1.0) != 1.0:
         print(f"note: lr_min_ratio {base['training']['lr_min_ratio']} has no effect here (max_steps is unbounded)")
 
-    out.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     result: dict = {}
     for seed in args.seeds:
         for name, keys in plan:
-            config = run_config(base, keys, name, seed, args.minutes, out)
-            print(f"\n=== {name}, seed {seed}, {args.minutes:g} min ===")
-            metrics = (train_trm.main(config, progress=False) if keys is None
-                       else jepa.main(config, progress=False))
-            last = last_train_record(Path(metrics["run_dir"]))
+            print(f"\n=== {name}, seed {seed}, {args.minutes:g} min ===", flush=True)
+            done = run_script(keys is not None, write_config(name, seed, keys))
+            if done.returncode != 0:
+                raise UserError(f"the run {name}, seed {seed} failed (exit status {done.returncode}, see above)")
+            run_dir = out / "runs" / f"{name}_seed{seed}"
+            last, final = last_records(run_dir)
             runs.append({
                 "variant": name, "seed": seed,
                 "latent_loss_weight": None if keys is None else keys["latent_loss_weight"],
                 "stopgrad_target": None if keys is None else keys["stopgrad_target"],
-                "exact_acc": metrics["exact_acc"], "blank_acc": metrics["blank_acc"], "token_acc": metrics["token_acc"],
-                "steps": metrics["step"], "train_s": last["time_s"], "s_per_step": last["time_s"] / metrics["step"],
-                "latent_loss_last": last.get("latent_loss"), "run_dir": metrics["run_dir"],
+                "exact_acc": final["exact_acc"], "blank_acc": final["blank_acc"], "token_acc": final["token_acc"],
+                "steps": last["step"], "train_s": last["time_s"], "s_per_step": last["time_s"] / last["step"],
+                "latent_loss_last": last.get("latent_loss"), "run_dir": str(run_dir),
             })
             result = {"minutes": args.minutes, "seeds": args.seeds, "config": args.config,
                       "summary": summarize(runs), "runs": runs}

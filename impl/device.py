@@ -42,3 +42,10 @@ def pick_dtype(name: str, device: torch.device, key: str = "training.dtype") -> 
         # Measured on a 2-core AVX-512 (bf16) CPU: bf16 matmuls ran ~4x fp32, a training step 2-4x.
         return torch.bfloat16, "auto: this CPU has native bf16 (AVX-512 BF16/AMX), measured 2-4x faster"
     return torch.float32, "auto: no fast bf16 on this device"
+
+
+def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype, str]:
+    """Device and dtype for a command line's --device and --dtype, with a line that says which and why."""
+    device, device_why = pick_device(device_name, key="--device")
+    dtype, dtype_why = pick_dtype(dtype_name, device, key="--dtype")
+    return device, dtype, f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why})"

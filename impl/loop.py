@@ -39,7 +39,7 @@ from device import pick_device, pick_dtype
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from metrics import evaluate
 from puzzle_dataset import TrainSampler, training_labels
-from trm import TRM, Carry, TRMConfig, count_parameters, swiglu_width, trm_loss
+from trm import Carry, TRMConfig, count_parameters, swiglu_width, trm_loss
 
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",

@@ -279,7 +279,7 @@ def write_dataset(root: str | os.PathLike, splits: dict[str, tuple[dict, Metadat
                   identifiers: list[str] | None = None) -> Path:
     """Write {"train": (arrays, meta), "test": ...} to root, atomically: everything goes to a
     temporary folder beside root, which is then renamed to root. An existing root is never
-    overwritten: a damaged one must be moved aside first (set_aside)."""
+    overwritten: a damaged one must be discarded first (discard)."""
     root = Path(root)
     if root.exists():
         raise FileExistsError(f"{root}: a dataset is there already; it is never overwritten")
@@ -306,11 +306,26 @@ def write_dataset(root: str | os.PathLike, splits: dict[str, tuple[dict, Metadat
     return root
 
 
-def set_aside(root: Path) -> Path:
-    """Rename a damaged dataset folder to <root>.damaged-<time> (kept, for the user to look at)."""
-    target = root.with_name(f"{root.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.rename(root, target)
-    return target
+def discard(root: Path) -> str:
+    """Remove a dataset folder that this program built, deleting only dataset files (dataset.json,
+    <set>__<field>.npy, identifiers.json, temporary files of them) and then the emptied folders.
+    If anything else is inside, nothing is deleted: the folder is renamed <root>.old-<time>.
+    Returns what was done, for the message."""
+    root = Path(root)
+    files = [p for p in root.rglob("*") if not p.is_dir()]
+    ours = [p for p in files if p.name in ("dataset.json", "identifiers.json") or
+            (p.suffix == ".npy" and "__" in p.name)]
+    folders = [p for p in root.rglob("*") if p.is_dir()]
+    if len(ours) != len(files) or any(p.parent.parent not in (root, root.parent) for p in folders):
+        target = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(root, target)
+        return f"it holds other files too, so it was moved to {target}"
+    for path in ours:
+        path.unlink()
+    for folder in sorted(folders, reverse=True):
+        folder.rmdir()
+    root.rmdir()
+    return "the old one was removed"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Puzzle types, and the data of a run: which module builds and understands which puzzle.
 
-    data = puzzles.load(config["data"])   # Data(train, test, hooks, description, path)
+    data = puzzles.load(config["data"])   # Data(path, train, test, val, hooks, description)
 
 With `data.path` set, the run reads that folder, in the official layout (impl/puzzle_dataset.py),
 whoever built it; its dataset.json may name a puzzle type ("puzzle": "sudoku"), whose module then
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from errors import ConfigError
-from puzzle_dataset import Metadata, PuzzleSplit, read_dataset
+from puzzle_dataset import Metadata, PuzzleSplit, read_dataset, read_split
 
 MODULES = {"sudoku": "data_sudoku"}  # data.puzzle -> module in impl/
 
@@ -60,6 +60,7 @@ class Data:
     path: Path
     train: PuzzleSplit
     test: PuzzleSplit
+    val: PuzzleSplit | None  # a validation split, when the dataset has one (best.pt is chosen on it)
     hooks: Hooks | None
     description: str
 
@@ -85,7 +86,8 @@ def load(cfg: dict, progress: bool = True) -> Data:
     else:
         path, description = module_for(cfg["puzzle"]).build_dataset(cfg, progress=progress)
     train, test = read_dataset(path)
+    val = read_split(path, "val") if (path / "val").is_dir() else None
     hooks = hooks_for(train.meta)
     if cfg["path"]:
         description += f", puzzle type {hooks.name}" if hooks else ", no puzzle type named: no augmentation or validity"
-    return Data(path, train, test, hooks, description)
+    return Data(path, train, test, val, hooks, description)

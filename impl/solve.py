@@ -13,23 +13,29 @@ reported and not answered. Errors go to stderr, with a non-zero exit code.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import data_sudoku  # noqa: E402
-from errors import UserError  # noqa: E402
-from evaluate import DEFAULT_CHECKPOINT, EvalError, load_trained, pick_device_dtype, valid_grids  # noqa: E402
+import sudoku_rules
+from checkpoint import load_trained
+from device import pick_device_dtype
+from errors import UserError
+from sudoku_solver import solve
+
+DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
+
+
+class EvalError(UserError):
+    """A puzzle or file that cannot be answered; the message says which and why."""
 
 
 def format_marked(tokens: np.ndarray, size: int, marked: np.ndarray) -> str:
-    """Like data_sudoku.format_grid, with '*' after the cells where marked (S,) is true."""
-    br, bc = data_sudoku.box_shape(size)
-    symbols = {data_sudoku.PAD: "_", data_sudoku.BLANK: "."} | {d + 1: str(d) for d in range(1, size + 1)}
+    """Like sudoku_rules.format_grid, with '*' after the cells where marked (S,) is true."""
+    br, bc = sudoku_rules.box_shape(size)
+    symbols = {sudoku_rules.PAD: "_", sudoku_rules.BLANK: "."} | {d + 1: str(d) for d in range(1, size + 1)}
     cells = [symbols.get(int(t), "?") + ("*" if m else " ") for t, m in zip(tokens, marked)]
     lines = []
     for r in range(size):
@@ -61,7 +67,7 @@ def read_puzzles(text: str | None, file: str | None) -> list[tuple[str, str]]:
 def parse_for(text: str, where: str, size: int) -> np.ndarray:
     """Tokens of a puzzle string for a model trained on size x size grids; EvalError names where and the position."""
     try:
-        puzzle = data_sudoku.parse_puzzle(text)
+        puzzle = sudoku_rules.parse_puzzle(text)
     except ValueError as e:
         raise EvalError(f"{where}: {e}") from None
     own = int(round(len(puzzle) ** 0.5))
@@ -75,8 +81,8 @@ def solve_one(model, puzzle: np.ndarray, size: int, where: str, K: int, halt: bo
               device: torch.device, dtype: torch.dtype) -> str | None:
     """Print the puzzle, the model's answer and the checks. Returns why the puzzle was not
     answered (no solution, several solutions), or None."""
-    print(f"{where}:\n{data_sudoku.format_grid(puzzle, size)}")
-    solutions, _ = data_sudoku.solve(puzzle, size, limit=2)
+    print(f"{where}:\n{sudoku_rules.format_grid(puzzle, size)}")
+    solutions, _ = solve(puzzle, size, limit=2)
     if len(solutions) != 1:
         return f"{where}: the puzzle has {'no solution' if not solutions else 'more than one solution (not unique)'}; not answered"
     x = torch.from_numpy(puzzle[None]).long().to(device)
@@ -94,12 +100,12 @@ def solve_one(model, puzzle: np.ndarray, size: int, where: str, K: int, halt: bo
                   f"{int(changed.sum())} cells changed{mark}")
             print(format_marked(grid, size, changed))
             previous = grid
-    valid = bool(valid_grids(puzzle[None], answer[None], size)[0])
+    valid = bool(sudoku_rules.valid_grids(puzzle[None], answer[None], size)[0])
     wrong = int((answer != solutions[0]).sum())
     how = "halted" if halted_at else ("all steps" if not halt else "no halt before the last step")
     print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}), "
           f"halting confidence {confidence:.3f}:")
-    print(data_sudoku.format_grid(answer, size))
+    print(sudoku_rules.format_grid(answer, size))
     print(f"valid (rules and givens): {'yes' if valid else 'no'}; matches the unique solution: "
           f"{'yes' if wrong == 0 else f'no ({wrong} cells differ)'}")
     return None
@@ -131,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_puzzles(args.puzzle, args.file)
         device, dtype, _ = pick_device_dtype(args.device, args.dtype)
         model, ckpt, _ = load_trained(args.checkpoint, device)
-        size = ckpt["data_size"]
+        if ckpt["dataset"].get("puzzle") != "sudoku":
+            raise EvalError(f"{args.checkpoint}: solve.py answers Sudoku; this checkpoint was trained on "
+                            f"{ckpt['dataset'].get('puzzle') or 'a dataset without a puzzle type'}")
+        size = int(round(ckpt["dataset"]["seq_len"] ** 0.5))
         puzzles = [(where, parse_for(text, where, size)) for where, text in texts]  # all checked before any work
     except UserError as e:
         sys.exit(f"error: {e}")

@@ -28,56 +28,124 @@ latent space, the state the same model reaches from the SOLUTION. Per supervisio
 - latent_loss_weight 0 skips the target branch entirely: the run then matches train_trm.py step
   for step (tested).
 
-The loop, evaluation (the EMA model, which ignores the predictor), checkpoints and resume are
-train_trm.py's; this file holds the JEPA config, model subclass, step function and glue only.
+The loop, evaluation (the EMA model, which ignores the predictor), checkpoints and resume are the
+shared loop's (impl/loop.py); this file holds the JEPA config, model subclass and step function.
 Checkpoints hold the predictor as "predictor.*" keys: load them into a plain TRM with
 trm_state_dict(ckpt["ema"]).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_trm  # noqa: E402
-from errors import ConfigError  # noqa: E402
-from train_trm import Slots  # noqa: E402
-from trm import LOSSES, TRM, Carry, TRMConfig  # noqa: E402
+import loop
+import train_cli
+from errors import ConfigError
+from loop import Slots, StepOutput
+from trm import IGNORE_LABEL, TRM, Carry, TRMConfig
 
-JEPA_TRAINING = {
-    "variant": "jepa",               # marks runs of this script in config.json and checkpoints (fixed)
-    "latent_loss_weight": 0.1,       # weight of the latent term in the loss (0: off, identical to train_trm.py)
-    "latent_pool": "mean",           # mean (over puzzle cells, no prefix) | cls (the prefix token, position 0)
-    "normalize_latent": True,        # L2-normalise both pooled vectors before the distance
-    "stopgrad_target": True,         # the solution branch runs under torch.no_grad() (stop-gradient target)
-    "latent_loss": "mse",            # mse (squared L2, summed over D) | cosine (1 - cos, as LLM-JEPA)
-    "latent_state": "y",             # which carried state is aligned: y (answer) | z (latent)
+# RUN_CONFIG is train_trm.py's, with its own run name and the JEPA keys at the end of "training"
+# (tests/test_jepa.py checks that the two stay in step).
+RUN_CONFIG = {
+    "model": {
+        "hidden_size": 128,          # D (paper: 512)
+        "num_layers": 2,             # blocks in the tiny network f (paper: 2)
+        "num_heads": 2,              # attention heads (unused with mlp_t)
+        "expansion": 4.0,            # SwiGLU width factor
+        "T": 2,                      # T in paper (3): cycles per supervision step, the first T-1 without grad
+        "n": 3,                      # n in paper (6): latent updates z <- f(x + y + z) per cycle
+        "N_sup": 16,                 # N_sup in paper: max supervision steps per puzzle
+        "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
+        "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)
+        "mlp_t": True,               # MLP across cells instead of attention (TRM-MLP, the paper's best on Sudoku)
+        "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
+        "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
+        "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
+    },
+    "data": {
+        "puzzle": "sudoku",          # puzzle type whose module builds the dataset (impl/puzzles.py)
+        "path": "",                  # a dataset folder in the official layout instead (then the keys below are unused)
+        "source": "generated",       # builtin | generated | hf
+        "use_builtin_sample": False,  # True: train on the handful of embedded 9x9 puzzles (sanity runs)
+        "grid_size": 6,              # generated: 4, 6 or 9 (builtin and hf are 9x9)
+        "n_train": 3000,             # generated: training puzzles
+        "n_val": 0,                  # generated: validation puzzles, disjoint from train and test (0: none)
+        "n_test": 500,               # generated: held-out puzzles (no solution grid shared with training)
+        "givens": [14, 20],          # generated: range of givens per puzzle
+        "min_rating": 0,             # solver guesses (generated) or CSV rating (hf) at least this
+        "max_rating": -1,            # generated: solver guesses at most this (-1: no limit)
+        "repo_id": "sapientinc/sudoku-extreme",  # hf: dataset repo in the sudoku-extreme CSV layout
+        "splits": ["train", "test"],  # hf: CSV files read as the train and test split
+        "train_subset": 1000,        # hf: seeded random subsample of train.csv (0: all)
+        "test_subset": 1000,         # hf: seeded random subsample of test.csv (0: all)
+        "val_subset": 0,             # hf: this many training rows (seeded) become the validation split
+        "force_download": False,     # hf: download again and rebuild the cache
+        "skip_bad_rows": False,      # hf: skip malformed CSV rows with a warning instead of stopping
+        "data_dir": "data",          # where built dataset folders are kept
+        "augment": True,             # the puzzle's random validity-preserving transform per example, on the fly
+        "seed": 0,                   # seed of the generated puzzles and of the hf subsample
+    },
+    "training": {
+        "run_name": "tiny_trm_sudoku_jepa",  # checkpoints and logs go to <runs_dir>/<run_name>/
+        "runs_dir": "runs",          # parent folder of run folders
+        "seed": 0,                   # seed of init, data order, augmentation and halting exploration
+        "batch_size": 64,            # examples in flight (slots) per process
+        "max_steps": 700,            # optimizer steps; each is one supervision step for every slot
+        "time_limit_min": 0.0,       # stop (and save) after this many minutes; 0: no limit
+        "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
+        "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
+        "warmup_steps": 50,          # linear warmup steps (paper: 2000)
+        "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
+        "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
+        "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "beta1": 0.9,                # Adam beta1 (paper: 0.9)
+        "beta2": 0.95,               # Adam beta2 (paper: 0.95)
+        "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
+        "loss": "softmax",           # softmax | stablemax (official default) cross entropy
+        "halt_loss_weight": 0.5,     # weight of the halting BCE, as in the official code
+        "ema": True,                 # keep an EMA of the weights for evaluation and best.pt
+        "ema_decay": 0.999,          # EMA decay (paper: 0.999), warmed up as min(decay, (1+t)/(10+t))
+        "eval_every": 100,           # held-out evaluation every this many steps (and at the end)
+        "ckpt_every": 0,             # also save last.pt every this many steps (0: at evaluations only)
+        "eval_batch_size": 256,      # puzzles per evaluation batch
+        "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
+        "eval_limit": 0,             # evaluate on at most this many held-out puzzles (0: all)
+        "log_every": 50,             # write a log line every this many steps
+        "device": "auto",            # auto | cpu | cuda | cuda:N | mps
+        "dtype": "auto",             # auto | float32 | bfloat16 (compute dtype of the recursion)
+        "compile": False,            # torch.compile the tiny network
+        # JEPA (this script's own keys):
+        "variant": "jepa",               # marks runs of this script in config.json and checkpoints (fixed)
+        "latent_loss_weight": 0.1,       # weight of the latent term in the loss (0: off, identical to train_trm.py)
+        "latent_pool": "mean",           # mean (over puzzle cells, no prefix) | cls (the prefix token, position 0)
+        "normalize_latent": True,        # L2-normalise both pooled vectors before the distance
+        "stopgrad_target": True,         # the solution branch runs under torch.no_grad() (stop-gradient target)
+        "latent_loss": "mse",            # mse (squared L2, summed over D) | cosine (1 - cos, as LLM-JEPA)
+        "latent_state": "y",             # which carried state is aligned: y (answer) | z (latent)
+    },
 }
 
-RUN_CONFIG = copy.deepcopy(train_trm.RUN_CONFIG)  # model / data / training as in train_trm.py, plus:
-RUN_CONFIG["training"]["run_name"] = "tiny_trm_sudoku_jepa"  # checkpoints and logs: <runs_dir>/<run_name>/
-RUN_CONFIG["training"].update(JEPA_TRAINING)
 
+
+JEPA_KEYS = ("variant", "latent_loss_weight", "latent_pool", "normalize_latent", "stopgrad_target", "latent_loss",
+             "latent_state")
 POOLS = ("mean", "cls")
 LATENT_LOSSES = ("mse", "cosine")
 STATES = ("y", "z")
 
 
 # ----------------------------------------------------------------------------------------------
-# Configuration: the JEPA keys' values (types and unknown keys are train_trm.merge_config's job)
+# Configuration: the JEPA keys' values (types and unknown keys are config.merge_config's job)
 
 
 def check_jepa_config(config: dict, source: str = "config") -> None:
     """Values of the JEPA keys that have the right type but are impossible; names the dotted key."""
     t = config["training"]
-    missing = [key for key in JEPA_TRAINING if key not in t]
+    missing = [key for key in JEPA_KEYS if key not in t]
     if missing:
         raise ConfigError(f"{source}: training.{missing[0]}: missing (merge overrides over "
                           f"train_trm_jepa.RUN_CONFIG, not train_trm.RUN_CONFIG)")
@@ -176,7 +244,7 @@ def trm_state_dict(state_dict: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Glue for train_trm.main: model builder and step function
+# Glue for the loop: model builder and step function
 
 
 def build_jepa(mcfg: TRMConfig, config: dict) -> TRMJEPA:
@@ -187,32 +255,29 @@ def build_jepa(mcfg: TRMConfig, config: dict) -> TRMJEPA:
     return model
 
 
-def jepa_step(model: nn.Module, slots: Slots, config: dict) -> tuple:
-    """One supervision step with the latent term: (carry, logits, q_logit, weight * latent, logs).
+def jepa_step(model: nn.Module, slots: Slots, config: dict) -> StepOutput:
+    """One supervision step with the latent term (the loop adds it to the loss and logs its share).
     model is the TRMJEPA, or DDP around it under torchrun: only its forward is called."""
     t = config["training"]
     weight = t["latent_loss_weight"]
     if weight == 0:  # no target branch at all: the same computation as plain TRM
-        return train_trm.trm_step(model, slots, config)
-    carry, logits, q_logit, latent = model(slots.inputs, slots.carry, targets=slots.labels)
-    weighted = weight * latent
-    with torch.no_grad():  # the loop's total loss, recomputed for the share (cheap: heads only)
-        ce = LOSSES[t["loss"]](logits, slots.labels).mean()
-        solved = (logits.argmax(dim=-1) == slots.labels).all(dim=1)
-        halt = F.binary_cross_entropy_with_logits(q_logit, solved.float())
-        total = ce + t["halt_loss_weight"] * halt + weighted
-    return carry, logits, q_logit, weighted, {"latent_loss": latent.item(),
-                                               "latent_share": (weighted / total).item()}
+        carry, logits, q_logit = model(slots.inputs, slots.carry)
+        return StepOutput(carry, logits, q_logit)
+    solution = torch.where(slots.labels == IGNORE_LABEL, slots.inputs, slots.labels)  # no target: keep the input
+    carry, logits, q_logit, latent = model(slots.inputs, slots.carry, targets=solution)
+    return StepOutput(carry, logits, q_logit, extra_losses={"latent": weight * latent},
+                      logs={"latent_loss": latent.item()})
 
 
 def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
     """Train with a full config (this RUN_CONFIG merged with overrides); returns the final metrics."""
+    train_cli.check_config(config)
     check_jepa_config(config)
-    return train_trm.main(config, resume=resume, progress=progress, build_model=build_jepa, step_fn=jepa_step)
+    return loop.run(config, resume, progress, build_jepa, jepa_step)
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    return train_trm.cli(argv, base=RUN_CONFIG, check=check_jepa_config, main_fn=main, doc=__doc__)
+    return train_cli.cli(argv, RUN_CONFIG, main, __doc__, check=check_jepa_config)
 
 
 if __name__ == "__main__":

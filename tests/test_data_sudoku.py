@@ -24,6 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import data_sudoku as ds
+import puzzle_dataset as pd
+import sudoku_gen as gen
+import sudoku_hf as hf
+import sudoku_rules as rules
+import sudoku_solver as solver
+import workers
 from errors import DataError
 import errors
 
@@ -54,7 +60,7 @@ def peers_of(size: int) -> list[tuple[int, ...]]:
 def brute_force_count(tokens: np.ndarray, size: int, limit: int = 2) -> int:
     """Count solutions of a token puzzle up to `limit` by simple recursive backtracking."""
     peers = peers_of(size)
-    grid = [int(t) - 1 if t > ds.BLANK else 0 for t in tokens]
+    grid = [int(t) - 1 if t > rules.BLANK else 0 for t in tokens]
     for i, d in enumerate(grid):
         if d and any(grid[p] == d for p in peers[i]):
             return 0
@@ -95,18 +101,18 @@ def is_sudoku(tokens: np.ndarray, size: int) -> bool:
 @functools.lru_cache(maxsize=None)
 def generated(size: int) -> dict[str, np.ndarray]:
     n = {4: 300, 6: 120, 9: 24}[size]
-    return ds.generate_puzzles(size, n, GIVENS[size], seed=11, workers=1, progress=False)
+    return gen.generate_puzzles(size, n, GIVENS[size], seed=11, workers=1, progress=False)
 
 
 def to_string(tokens: np.ndarray) -> str:
-    return "".join("." if t == ds.BLANK else str(int(t) - 1) for t in tokens)
+    return "".join("." if t == rules.BLANK else str(int(t) - 1) for t in tokens)
 
 
 @pytest.fixture
 def workers_now(monkeypatch):
     """Worker processes start after the first chunk (POOL_AFTER_S = 0). A hang ends the whole test
     run after 60 s with every thread's traceback, so a regression fails CI instead of blocking it."""
-    monkeypatch.setattr(ds, "POOL_AFTER_S", 0.0)
+    monkeypatch.setattr(gen, "POOL_AFTER_S", 0.0)
     faulthandler.dump_traceback_later(60, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
@@ -118,21 +124,21 @@ def workers_now(monkeypatch):
 
 
 def test_token_layout():
-    assert (ds.PAD, ds.BLANK) == (0, 1)
-    assert [ds.vocab_size(s) for s in (4, 6, 9)] == [6, 8, 11]
-    assert [ds.box_shape(s) for s in (4, 6, 9)] == [(2, 2), (2, 3), (3, 3)]
+    assert (rules.PAD, rules.BLANK) == (0, 1)
+    assert [rules.vocab_size(s) for s in (4, 6, 9)] == [6, 8, 11]
+    assert [rules.box_shape(s) for s in (4, 6, 9)] == [(2, 2), (2, 3), (3, 3)]
     with pytest.raises(ValueError, match="unsupported Sudoku size 5"):
-        ds.box_shape(5)
+        rules.box_shape(5)
 
 
 def test_parse_puzzle_tokens_and_format():
-    tokens = ds.parse_puzzle("1.3. 0... \n .... ...4")
+    tokens = rules.parse_puzzle("1.3. 0... \n .... ...4")
     assert tokens.dtype == np.uint8
     assert tokens.tolist() == [2, 1, 4, 1] + [1] * 11 + [5]
-    text = ds.format_grid(tokens, 4)
+    text = rules.format_grid(tokens, 4)
     assert text.splitlines()[0] == "1 . | 3 ."
     assert text.splitlines()[2] == "----+----"
-    grid6 = ds.format_grid(ds.parse_puzzle("." * 36), 6).splitlines()
+    grid6 = rules.format_grid(rules.parse_puzzle("." * 36), 6).splitlines()
     assert grid6[0] == ". . . | . . ." and grid6[2] == "------+------" and len(grid6) == 8
 
 
@@ -151,33 +157,33 @@ def test_parse_puzzle_tokens_and_format():
 )
 def test_parse_puzzle_errors_name_the_position(text, message):
     with pytest.raises(ValueError, match=message):
-        ds.parse_puzzle(text)
+        rules.parse_puzzle(text)
 
 
 def test_solver_counts_all_4x4_grids_and_rates():
-    empty = np.full(16, ds.BLANK, np.uint8)
-    assert ds.count_solutions(empty, 4, limit=1000) == 288  # the known number of 4x4 grids
+    empty = np.full(16, rules.BLANK, np.uint8)
+    assert solver.count_solutions(empty, 4, limit=1000) == 288  # the known number of 4x4 grids
     sample = ds.builtin_sample()
-    easy, easy_rating = ds.solve(sample["inputs"][0], 9)  # Wikipedia's: propagation alone
+    easy, easy_rating = solver.solve(sample["inputs"][0], 9)  # Wikipedia's: propagation alone
     assert easy_rating == 0 and (easy[0] == sample["labels"][0]).all()
-    hard, hard_rating = ds.solve(sample["inputs"][4], 9)  # Inkala's needs guesses
+    hard, hard_rating = solver.solve(sample["inputs"][4], 9)  # Inkala's needs guesses
     assert hard_rating > 0 and len(hard) == 1 and (hard[0] == sample["labels"][4]).all()
-    clash = ds.parse_puzzle("1" + "." * 15)
+    clash = rules.parse_puzzle("1" + "." * 15)
     clash[1] = 2  # a second 1 in row 1
-    assert ds.solve(clash, 4) == ([], 0)
-    rng_solutions, _ = ds.solve(empty, 4, limit=3, rng=np.random.default_rng(0))
-    assert len(rng_solutions) == 3 and all(ds.is_valid_solution(empty, s) for s in rng_solutions)
+    assert solver.solve(clash, 4) == ([], 0)
+    rng_solutions, _ = solver.solve(empty, 4, limit=3, rng=np.random.default_rng(0))
+    assert len(rng_solutions) == 3 and all(rules.is_valid_solution(empty, s) for s in rng_solutions)
 
 
 def test_is_valid_solution_checks_givens_and_units():
     sample = ds.builtin_sample()
     puzzle, grid = sample["inputs"][0], sample["labels"][0]
-    assert ds.is_valid_solution(puzzle, grid)
+    assert rules.is_valid_solution(puzzle, grid)
     other = ds.builtin_sample()["labels"][1]
-    assert not ds.is_valid_solution(puzzle, other)  # valid grid, but givens not kept
+    assert not rules.is_valid_solution(puzzle, other)  # valid grid, but givens not kept
     broken = grid.copy()
     broken[[0, 1]] = broken[[1, 0]]  # swap two cells of a row: columns now repeat
-    assert not ds.is_valid_solution(np.full(81, ds.BLANK, np.uint8), broken)
+    assert not rules.is_valid_solution(np.full(81, rules.BLANK, np.uint8), broken)
 
 
 def test_builtin_sample_valid_and_unique():
@@ -186,7 +192,7 @@ def test_builtin_sample_valid_and_unique():
     assert sample["inputs"].shape == sample["labels"].shape and sample["inputs"].shape[1] == 81
     for puzzle, solution in zip(sample["inputs"], sample["labels"]):
         assert is_sudoku(solution, 9)
-        assert ds.is_valid_solution(puzzle, solution, 9)
+        assert rules.is_valid_solution(puzzle, solution, 9)
         assert brute_force_count(puzzle, 9) == 1, to_string(puzzle)
 
 
@@ -201,45 +207,45 @@ def test_generated_puzzles_have_exactly_one_solution(size, checked):
     lo, hi = GIVENS[size]
     assert data["inputs"].dtype == np.uint8 and data["labels"].dtype == np.uint8
     assert data["ratings"].dtype == np.int32
-    givens = (data["inputs"] > ds.BLANK).sum(axis=1)
+    givens = (data["inputs"] > rules.BLANK).sum(axis=1)
     assert givens.min() >= lo and givens.max() <= hi
     for puzzle, label, rating in list(zip(data["inputs"], data["labels"], data["ratings"]))[:checked]:
         assert is_sudoku(label, size)
-        assert ds.is_valid_solution(puzzle, label, size)
+        assert rules.is_valid_solution(puzzle, label, size)
         assert brute_force_count(puzzle, size) == 1, to_string(puzzle)
-        assert ds.solve(puzzle, size)[1] == rating
+        assert solver.solve(puzzle, size)[1] == rating
 
 
 def test_generator_is_reproducible_across_workers_and_seeds(workers_now):
-    n = ds.GEN_CHUNK * 2 + 10  # several chunks
-    a = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=1, progress=False)
-    b = ds.generate_puzzles(6, n, (12, 20), seed=3, workers=2, progress=False)
-    c = ds.generate_puzzles(6, n, (12, 20), seed=4, workers=1, progress=False)
+    n = gen.GEN_CHUNK * 2 + 10  # several chunks
+    a = gen.generate_puzzles(6, n, (12, 20), seed=3, workers=1, progress=False)
+    b = gen.generate_puzzles(6, n, (12, 20), seed=3, workers=2, progress=False)
+    c = gen.generate_puzzles(6, n, (12, 20), seed=4, workers=1, progress=False)
     for key in ("inputs", "labels", "ratings"):
         assert a[key].tobytes() == b[key].tobytes()
     assert not np.array_equal(a["labels"], c["labels"])
     assert len({g.tobytes() for g in a["labels"]}) > n * 0.9  # genuinely different grids
-    prefix = ds.generate_puzzles(6, 20, (12, 20), seed=3, workers=1, progress=False)
+    prefix = gen.generate_puzzles(6, 20, (12, 20), seed=3, workers=1, progress=False)
     assert (prefix["inputs"] == a["inputs"][:20]).all()
 
 
 def test_generator_rating_filter():
-    hard = ds.generate_puzzles(6, 6, (9, 11), min_rating=1, seed=0, workers=1, progress=False)
+    hard = gen.generate_puzzles(6, 6, (9, 11), min_rating=1, seed=0, workers=1, progress=False)
     assert (hard["ratings"] >= 1).all()
-    assert all(ds.solve(p, 6)[1] >= 1 for p in hard["inputs"])
-    easy = ds.generate_puzzles(6, 20, (9, 11), max_rating=0, seed=0, workers=1, progress=False)
+    assert all(solver.solve(p, 6)[1] >= 1 for p in hard["inputs"])
+    easy = gen.generate_puzzles(6, 20, (9, 11), max_rating=0, seed=0, workers=1, progress=False)
     assert (easy["ratings"] == 0).all()
 
 
 def test_generator_impossible_request_raises(monkeypatch):
     with pytest.raises(errors.ConfigError, match=r"givens: \[2, 3\] allows no 4x4 puzzle .* at least 4 givens"):
-        ds.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)
+        gen.generate_puzzles(4, 1, (2, 3), seed=0, workers=1, progress=False)
     with pytest.raises(ValueError, match="givens"):
-        ds.generate_puzzles(4, 1, (5, 17), workers=1, progress=False)
+        gen.generate_puzzles(4, 1, (5, 17), workers=1, progress=False)
     # Possible in principle, out of the generator's reach: a chunk gives up after _HOPELESS_AFTER.
-    monkeypatch.setattr(ds, "_HOPELESS_AFTER", 30)
+    monkeypatch.setattr(gen, "_HOPELESS_AFTER", 30)
     with pytest.raises(errors.DataError, match="only 0 of 1 6x6 puzzles with 5-7 givens .* after 30 attempts"):
-        ds.generate_puzzles(6, 1, (5, 7), seed=0, workers=1, progress=False)
+        gen.generate_puzzles(6, 1, (5, 7), seed=0, workers=1, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,65 +255,79 @@ def test_generator_impossible_request_raises(monkeypatch):
 
 @pytest.mark.parametrize("size, n_train, n_test", [(4, 300, 100), (6, 300, 100)])
 def test_split_disjoint_classes_no_duplicates(tmp_path, size, n_train, n_test):
-    data = ds.make_generated_split(size, n_train, n_test, GIVENS[size], 0, -1, 0, tmp_path, workers=2, progress=False)
+    data = gen.make_generated_split(size, n_train, n_test, GIVENS[size], 0, -1, 0, workers=2, progress=False)
     assert data["train_inputs"].shape == (n_train, size * size)
     assert data["test_labels"].shape == (n_test, size * size)
     assert data["train_ratings"].shape == (n_train,) and data["test_ratings"].dtype == np.int32
-    train_keys = {ds.canonical_key(g, size) for g in data["train_labels"]}
-    test_keys = {ds.canonical_key(g, size) for g in data["test_labels"]}
+    train_keys = {rules.split_key(g, size) for g in data["train_labels"]}
+    test_keys = {rules.split_key(g, size) for g in data["test_labels"]}
     assert train_keys and test_keys and not train_keys & test_keys
     assert not {g.tobytes() for g in data["train_labels"]} & {g.tobytes() for g in data["test_labels"]}
     puzzles = [p.tobytes() for p in np.concatenate([data["train_inputs"], data["test_inputs"]])]
     assert len(set(puzzles)) == len(puzzles)
     for split in ("train", "test"):
         for puzzle, label in zip(data[f"{split}_inputs"][:30], data[f"{split}_labels"][:30]):
-            assert ds.is_valid_solution(puzzle, label, size) and brute_force_count(puzzle, size) == 1
+            assert rules.is_valid_solution(puzzle, label, size) and brute_force_count(puzzle, size) == 1
 
 
-def test_split_cache_is_reused_and_named_by_parameters(tmp_path, monkeypatch):
-    args = (6, 60, 20, (12, 20), 0, -1, 5, tmp_path)
-    first = ds.make_generated_split(*args, workers=1, progress=False)
-    path = tmp_path / "sudoku6_tr60_te20_g12-20_r0-any_s5.npz"
-    assert path.exists() and list(tmp_path.iterdir()) == [path]  # no temp file left behind
+def test_dataset_folder_is_built_once_and_named_by_parameters(tmp_path, monkeypatch):
+    cfg = base_cfg(tmp_path, grid_size=6, n_train=60, n_test=20, givens=[12, 20], seed=5)
+    path, description = ds.build_dataset(cfg, progress=False)
+    assert path == tmp_path / "data" / "sudoku6_tr60_te20_g12-20_r0-any_s5"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [path.name]  # no temporary folder left
+    assert sorted(p.name for p in (path / "train").iterdir()) == [
+        "all__group_indices.npy", "all__inputs.npy", "all__labels.npy", "all__puzzle_identifiers.npy",
+        "all__puzzle_indices.npy", "all__ratings.npy", "dataset.json"]
+    first = pd.read_dataset(path)
 
     def no_generation(*_args, **_kwargs):
-        raise AssertionError("generator called although the cache exists")
+        raise AssertionError("generator called although the dataset exists")
 
-    monkeypatch.setattr(ds, "generate_puzzles", no_generation)
-    monkeypatch.setattr(ds, "_iter_chunks", no_generation)
-    second = ds.make_generated_split(*args, workers=1, progress=False)
-    for key in ds.SPLIT_KEYS:
-        assert np.array_equal(first[key], second[key])
+    monkeypatch.setattr(ds, "make_generated_split", no_generation)
+    again, again_description = ds.build_dataset(cfg, progress=False)
+    assert again == path and again_description == description == "generated 6x6, 60 train / 20 test, 12-20 givens"
+    for a, b in zip(first, pd.read_dataset(path)):
+        assert np.array_equal(np.asarray(a.inputs), np.asarray(b.inputs))
 
 
 def test_split_same_seed_same_result_across_workers(tmp_path, workers_now):
-    a = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "a", workers=1, progress=False)
-    b = ds.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, tmp_path / "b", workers=2, progress=False)
-    for key in ds.SPLIT_KEYS:
+    a = gen.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, workers=1, progress=False)
+    b = gen.make_generated_split(6, 80, 30, (12, 20), 0, -1, 1, workers=2, progress=False)
+    for key in SPLIT_KEYS:
         assert a[key].tobytes() == b[key].tobytes()
 
 
-def test_damaged_generated_cache_is_rebuilt_and_named(tmp_path, capsys):
-    fresh = ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path / "a", workers=1, progress=False)
-    path = ds.generated_cache_path(4, 10, 5, (4, 10), 0, -1, 0, tmp_path)
-    for damaged in (b"not a zip file", (tmp_path / "a" / path.name).read_bytes()[:300]):  # garbage, truncated
-        path.write_bytes(damaged)
-        again = ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path, workers=1, progress=False)
-        assert "sudoku4_tr10_te5_g4-10_r0-any_s0.npz: cache file is corrupt or incomplete" in capsys.readouterr().err
-        for key in ds.SPLIT_KEYS:
-            assert again[key].tobytes() == fresh[key].tobytes()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", path.name]  # no temporary file left
-        ds.make_generated_split(4, 10, 5, (4, 10), 0, -1, 0, tmp_path, workers=1, progress=False)
-        assert "corrupt" not in capsys.readouterr().err  # the rebuilt file is whole
+def test_damaged_dataset_folder_is_rebuilt_and_named(tmp_path, capsys):
+    cfg = base_cfg(tmp_path, n_train=10, n_test=5)
+    path, _ = ds.build_dataset(cfg, progress=False)
+    fresh = {name: np.load(path / "train" / name) for name in ("all__inputs.npy", "all__labels.npy")}
+    damages = [("train/all__inputs.npy", b"not an array"), ("test/dataset.json", b'{"pad_id": 0'),
+               ("train/all__labels.npy", (path / "train" / "all__labels.npy").read_bytes()[:100])]
+    for name, damaged in damages:
+        (path / name).write_bytes(damaged)
+        again, _ = ds.build_dataset(cfg, progress=False)
+        err = capsys.readouterr().err
+        assert f"{path}: building it again, it is damaged" in err and name.split("/")[-1] in err
+        for key, value in fresh.items():
+            assert np.array_equal(np.load(again / "train" / key), value)
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [path.name]  # nothing else left
+        ds.build_dataset(cfg, progress=False)
+        assert "damaged" not in capsys.readouterr().err  # the rebuilt folder is whole
+    (path / "notes.txt").write_text("mine")  # a foreign file inside: the folder is moved aside, not deleted
+    (path / "train" / "all__inputs.npy").write_bytes(b"broken")
+    ds.build_dataset(cfg, progress=False)
+    assert "holds other files too, so it was moved to" in capsys.readouterr().err
+    (old,) = [p for p in (tmp_path / "data").iterdir() if ".old-" in p.name]
+    assert (old / "notes.txt").read_text() == "mine"
 
 
 def test_split_that_cannot_be_filled_raises(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "SPLIT_MAX_TRIES", 2)
-    # 1152 and 24576 4-given 4x4 puzzles exist in the two grid classes: enough by count, so the
-    # request passes split_supply_problem, but 2 tries per puzzle asked for cannot find them all.
-    with pytest.raises(errors.DataError, match=r"found \d+ of 3000 training and \d+ of 1000 held-out distinct 4x4 "
+    monkeypatch.setattr(gen, "SPLIT_MAX_TRIES", 1)
+    # 25,728 4-given 4x4 puzzles exist: enough by count, so the request passes split_supply_problem,
+    # but one try per puzzle asked for cannot find 16,000 distinct ones.
+    with pytest.raises(errors.DataError, match=r"found \d+ of 4000 test, \d+ of 12000 train distinct 4x4 "
                                                r"puzzles .* after \d+ tries; lower n_train / n_test or widen givens"):
-        ds.make_generated_split(4, 3000, 1000, (4, 4), 0, -1, 0, tmp_path, workers=1, progress=False)
+        gen.make_generated_split(4, 12000, 4000, (4, 4), 0, -1, 0, workers=1, progress=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -315,31 +335,33 @@ def test_impossible_4x4_split_fails_before_generating(tmp_path, monkeypatch):
     def no_generation(*_args, **_kwargs):
         raise AssertionError("generation started for a request that cannot be met")
 
-    monkeypatch.setattr(ds, "_iter_chunks", no_generation)
+    monkeypatch.setattr(gen, "_iter_chunks", no_generation)
+    total, smallest = 3323520 + 8293248, 3323520 // 4  # puzzles with 4-10 givens; the smallest of the 12 classes
     cases = [
-        (10_000_000, 50, r"n_train: 10000000 training puzzles cannot be met: there are only 3323520 and 8293248 "
-                         r"distinct 4x4 puzzles with 4-10 givens in the two classes of 4x4 grids"),
-        (50, 9_000_000, r"n_test: 9000000 held-out puzzles cannot be met"),
-        (8_000_000, 8_000_000, r"n_train: 8000000 training and 8000000 held-out puzzles cannot be met"),
+        (12_000_000, 50, r"n_train: 12000000 training, 0 validation and 50 held-out puzzles cannot be met: there "
+                         r"are only 11616768 distinct 4x4 puzzles with 4-10 givens, in 12 grid classes"),
+        (50, total, r"n_train: 50 training, 0 validation and 11616768 held-out puzzles cannot be met"),
+        (6_000_000, 6_000_000, r"6000000 training, 0 validation and 6000000 held-out puzzles cannot be met"),
     ]
     for n_train, n_test, message in cases:
         with pytest.raises(errors.ConfigError, match=message):
-            ds.make_generated_split(4, n_train, n_test, (4, 10), 0, -1, 0, tmp_path, progress=False)
-    assert ds.split_supply_problem(4, 8293248, 3323520, (4, 10)) == ""  # exactly what the classes hold
+            gen.make_generated_split(4, n_train, n_test, (4, 10), 0, -1, 0, progress=False)
+    assert gen.split_supply_problem(4, total - smallest, smallest, (4, 10)) == ""  # exactly what the classes hold
+    assert gen.split_supply_problem(4, total - smallest + 1, smallest, (4, 10)) != ""
     assert not list(tmp_path.iterdir())
     # On the command line: one line and exit status 1, at once.
     result = subprocess.run(
-        [sys.executable, str(IMPL_DIR / "data_sudoku.py"), "generate", "--size", "4", "--n-train", "10000000",
+        [sys.executable, str(IMPL_DIR / "data_sudoku.py"), "generate", "--size", "4", "--n-train", "12000000",
          "--n-test", "50", "--givens", "4", "10", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.startswith("error: n_train: 10000000 training puzzles cannot be met")
+    assert result.stderr.startswith("error: data.n_train: 12000000 training, 0 validation and 50 held-out puzzles cannot")
     assert result.stderr.count("\n") == 1
 
 
 def four_by_four_grids() -> list[tuple[int, ...]]:
-    """Every 4x4 grid, row by row from the 24 orders of 1..4, by the reference peers (not ds.solve)."""
+    """Every 4x4 grid, row by row from the 24 orders of 1..4, by the reference peers (not solver.solve)."""
     peers = peers_of(4)
     grids: list[tuple[int, ...]] = []
 
@@ -357,7 +379,7 @@ def four_by_four_grids() -> list[tuple[int, ...]]:
 
 
 def test_4x4_puzzle_counts_are_exact():
-    """ds._PUZZLES_4X4 by exhaustion: (grid, set of given cells) is a puzzle with one solution when
+    """gen._PUZZLES_4X4 by exhaustion: (grid, set of given cells) is a puzzle with one solution when
     no other grid agrees with the grid on every given cell."""
     grids = np.array(four_by_four_grids())  # [288, 16] digits
     assert len(grids) == 288
@@ -374,18 +396,18 @@ def test_4x4_puzzle_counts_are_exact():
     tokens = (grids + 1).astype(np.uint8)
     classes: dict[bytes, list[int]] = {}
     for g in range(288):
-        classes.setdefault(ds.canonical_key(tokens[g], 4), []).append(g)
+        classes.setdefault(rules.canonical_key(tokens[g], 4), []).append(g)
     counted = sorted(
         (len(members), tuple(int(c) for c in np.bincount(givens, (~ambiguous[members]).sum(axis=0), minlength=17)))
         for members in classes.values()
     )
     assert [size for size, _ in counted] == [96, 192]
-    assert tuple(c for _, c in counted) == ds._PUZZLES_4X4
-    assert sum(c[4] for c in ds._PUZZLES_4X4) == 25728  # the known number of 4-clue 4x4 puzzles
-    assert ds.MIN_GIVENS[4] == min(k for k in range(17) if any(c[k] for c in ds._PUZZLES_4X4))
+    assert tuple(c for _, c in counted) == gen._PUZZLES_4X4
+    assert sum(c[4] for c in gen._PUZZLES_4X4) == 25728  # the known number of 4-clue 4x4 puzzles
+    assert gen.MIN_GIVENS[4] == min(k for k in range(17) if any(c[k] for c in gen._PUZZLES_4X4))
     rng = np.random.default_rng(0)  # spot checks against the reference solver
     for g, mask in zip(rng.integers(0, 288, 40), rng.integers(0, 1 << 16, 40)):
-        puzzle = np.where((mask >> np.arange(16)) & 1 == 1, tokens[g], ds.BLANK).astype(np.uint8)
+        puzzle = np.where((mask >> np.arange(16)) & 1 == 1, tokens[g], rules.BLANK).astype(np.uint8)
         assert (brute_force_count(puzzle, 4) == 1) == (not ambiguous[g, mask])
 
 
@@ -397,24 +419,24 @@ def test_4x4_puzzle_counts_are_exact():
 def test_stopping_early_never_hangs_and_keeps_the_output(tmp_path, monkeypatch, workers_now):
     """The issue-21 hang (stopping with chunks in flight) needed hundreds of starts to show: tiny
     chunks make hundreds of early stops cheap. Bounded by workers_now's 60 s watchdog."""
-    monkeypatch.setattr(ds, "GEN_CHUNK", 2)
+    monkeypatch.setattr(gen, "GEN_CHUNK", 2)
     tasks = [(4, 2, c, 0, 4, 10, 0, -1, False) for c in range(40)]
-    expected = [ds._generate_chunk(task)[0].tobytes() for task in tasks]
+    expected = [gen._generate_chunk(task)[0].tobytes() for task in tasks]
     rng = random.Random(0)
-    with ds._Workers(2) as pool:
+    with workers.Workers(2) as pool:
         for _ in range(300):
             start, stop = rng.randrange(20), rng.randrange(12)
             got = []
-            for inputs, *_ in pool.run(ds._generate_chunk, tasks[start:]):
+            for inputs, *_ in pool.run(gen._generate_chunk, tasks[start:]):
                 if len(got) == stop:
                     break  # calls still running: their results are dropped by the next run
                 got.append(inputs.tobytes())
             assert got == expected[start : start + stop]
     # Whole splits: each stops with chunks in flight and kills its workers; same bytes as 1 worker.
-    reference = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / "ref", workers=1, progress=False)
+    reference = gen.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, workers=1, progress=False)
     for k in range(5):
-        data = ds.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, tmp_path / str(k), workers=2, progress=False)
-        for key in ds.SPLIT_KEYS:
+        data = gen.make_generated_split(4, 30, 10, (4, 10), 0, -1, 0, workers=2, progress=False)
+        for key in SPLIT_KEYS:
             assert data[key].tobytes() == reference[key].tobytes()
 
 
@@ -426,21 +448,21 @@ def test_stopping_early_never_hangs_and_keeps_the_output(tmp_path, monkeypatch, 
     ],
 )
 def test_a_dying_worker_is_reported(workers_now, fn, arg, message):
-    with ds._Workers(2) as pool:
+    with workers.Workers(2) as pool:
         with pytest.raises(errors.DataError, match=message):
             list(pool.run(fn, [arg]))
-    with ds._Workers(1) as pool:  # dead before it gets a call: the call cannot be sent
+    with workers.Workers(1) as pool:  # dead before it gets a call: the call cannot be sent
         pool._procs[0].kill()
         pool._procs[0].wait()
         with pytest.raises(errors.DataError, match=r"worker process \d+ was killed by SIGKILL"):
-            list(pool.run(ds._generate_chunk, [(4, 2, 0, 0, 4, 10, 0, -1, False)]))
+            list(pool.run(gen._generate_chunk, [(4, 2, 0, 0, 4, 10, 0, -1, False)]))
 
 
 def test_worker_errors_come_back_in_order(workers_now):
     ok = (4, 2, 0, 0, 4, 10, 0, -1, False)
     impossible = (4, 1, 0, 0, 2, 3, 0, -1, False)  # no 4x4 puzzle has 2-3 givens: the chunk gives up
-    with ds._Workers(2) as pool:
-        results = pool.run(ds._generate_chunk, [ok, impossible, ok])
+    with workers.Workers(2) as pool:
+        results = pool.run(gen._generate_chunk, [ok, impossible, ok])
         assert next(results)[0].shape == (2, 16)
         with pytest.raises(errors.DataError, match="only 0 of 1 4x4 puzzles with 2-3 givens"):
             next(results)
@@ -455,14 +477,14 @@ def test_command_line_generates_on_workers(tmp_path):
         f"""
         import runpy, sys
         sys.path.insert(0, {str(IMPL_DIR)!r})
-        import data_sudoku
-        run = data_sudoku._Workers.run
+        import workers
+        run = workers.Workers.run
 
-        def announce(self, fn, args):  # shows that the workers of this module did the work
+        def announce(self, fn, args):  # shows that worker processes did the work
             print("workers at work", flush=True)
             yield from run(self, fn, args)
 
-        data_sudoku._Workers.run = announce
+        workers.Workers.run = announce
         sys.argv = ["data_sudoku.py", "bench", "--sizes", "4", "--scale", "0.05", "--workers", "2"]
         runpy.run_path({str(IMPL_DIR / "data_sudoku.py")!r}, run_name="__main__")
         """
@@ -477,17 +499,17 @@ def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(IMPL_DIR)!r})
-        import data_sudoku as ds, errors
-        ds.POOL_AFTER_S = 0.0
-        run = ds._Workers.run
+        import data_sudoku as ds, errors, sudoku_gen as gen, workers
+        gen.POOL_AFTER_S = 0.0
+        run = workers.Workers.run
 
         def announce(self, fn, args):  # says when the workers are at work, with their ids
             print("workers", *[proc.pid for proc in self._procs], flush=True)
             yield from run(self, fn, args)
 
-        ds._Workers.run = announce
+        workers.Workers.run = announce
         errors.run_cli(lambda: ds.main(["generate", "--size", "6", "--n-train", "20000", "--n-test", "2000",
-                                         "--workers", "2", "--data-dir", {str(data_dir)!r}]))
+                                         "--data-dir", {str(data_dir)!r}]))
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -518,26 +540,26 @@ def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
 def test_augment_keeps_validity_and_changes_grids(size, seed):
     data = generated(size)
     inputs, labels = data["inputs"], data["labels"]
-    aug_in, aug_lab = ds.augment(inputs, labels, size, np.random.default_rng(seed))
+    aug_in, aug_lab = rules.augment(inputs, labels, size, np.random.default_rng(seed))
     assert aug_in.shape == inputs.shape and aug_in.dtype == inputs.dtype
     for puzzle, label in zip(aug_in, aug_lab):
         assert is_sudoku(label, size)
-        assert ds.is_valid_solution(puzzle, label, size)
-    assert ((aug_in == ds.BLANK).sum(axis=1) == (inputs == ds.BLANK).sum(axis=1)).all()
+        assert rules.is_valid_solution(puzzle, label, size)
+    assert ((aug_in == rules.BLANK).sum(axis=1) == (inputs == rules.BLANK).sum(axis=1)).all()
     changed = (aug_lab != labels).any(axis=1).mean()
     assert changed > 0.8
-    again = ds.augment(inputs, labels, size, np.random.default_rng(seed))
+    again = rules.augment(inputs, labels, size, np.random.default_rng(seed))
     assert (again[0] == aug_in).all() and (again[1] == aug_lab).all()
 
 
 def test_augment_keeps_pad_and_rejects_bad_shapes():
     data = generated(4)
     inputs = data["inputs"][:8].copy()
-    inputs[:, 0] = ds.PAD
-    out, _ = ds.augment(inputs, data["labels"][:8], 4, np.random.default_rng(0))
-    assert ((out == ds.PAD).sum(axis=1) == 1).all()
+    inputs[:, 0] = rules.PAD
+    out, _ = rules.augment(inputs, data["labels"][:8], 4, np.random.default_rng(0))
+    assert ((out == rules.PAD).sum(axis=1) == 1).all()
     with pytest.raises(ValueError, match=r"shape \[B, 36\]"):
-        ds.augment(inputs, data["labels"][:8], 6, np.random.default_rng(0))
+        rules.augment(inputs, data["labels"][:8], 6, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("size, transposes", [(4, True), (6, False), (9, True)])
@@ -545,9 +567,9 @@ def test_augment_transposes_only_square_boxes(size, transposes):
     # Give only row 1 (blanks are never relabelled): afterwards the givens fill a row or a column.
     labels = np.repeat(generated(size)["labels"][:1], 200, axis=0)
     inputs = labels.copy()
-    inputs[:, size:] = ds.BLANK
-    out, _ = ds.augment(inputs, labels, size, np.random.default_rng(2))
-    given = (out > ds.BLANK).reshape(-1, size, size)
+    inputs[:, size:] = rules.BLANK
+    out, _ = rules.augment(inputs, labels, size, np.random.default_rng(2))
+    given = (out > rules.BLANK).reshape(-1, size, size)
     as_row = (given.sum(axis=2) == size).any(axis=1)
     as_col = (given.sum(axis=1) == size).any(axis=1)
     assert (as_row ^ as_col).all()
@@ -559,29 +581,30 @@ def test_augment_transposes_only_square_boxes(size, transposes):
 @pytest.mark.parametrize("size", [4, 6])
 def test_canonical_key_invariant_under_augment(size):
     labels = generated(size)["labels"][:20]
-    keys = [ds.canonical_key(g, size) for g in labels]
+    keys = [rules.canonical_key(g, size) for g in labels]
     for seed in range(3):
-        _, aug = ds.augment(labels, labels, size, np.random.default_rng(seed))
-        assert [ds.canonical_key(g, size) for g in aug] == keys
+        _, aug = rules.augment(labels, labels, size, np.random.default_rng(seed))
+        assert [rules.canonical_key(g, size) for g in aug] == keys
 
 
 def test_canonical_key_9x9_relabelling_and_4x4_classes():
     grid = ds.builtin_sample()["labels"][0]
     relabel = np.array([0, 1] + list(np.random.default_rng(0).permutation(9) + 2), dtype=np.uint8)
-    assert ds.canonical_key(relabel[grid], 9) == ds.canonical_key(grid, 9)
-    assert ds.canonical_key(grid, 9) != ds.canonical_key(ds.builtin_sample()["labels"][1], 9)
-    empty = np.full(16, ds.BLANK, np.uint8)
-    all_grids, _ = ds.solve(empty, 4, limit=1000)
+    assert rules.canonical_key(relabel[grid], 9) == rules.canonical_key(grid, 9)
+    assert rules.canonical_key(grid, 9) != rules.canonical_key(ds.builtin_sample()["labels"][1], 9)
+    empty = np.full(16, rules.BLANK, np.uint8)
+    all_grids, _ = solver.solve(empty, 4, limit=1000)
     assert len(all_grids) == 288
-    assert len({ds.canonical_key(g, 4) for g in all_grids}) == 2  # 4x4 has 2 essentially different grids
+    assert len({rules.canonical_key(g, 4) for g in all_grids}) == 2  # 4x4 has 2 essentially different grids
     with pytest.raises(ValueError, match="not a complete valid 4x4 grid"):
-        ds.canonical_key(empty, 4)
+        rules.canonical_key(empty, 4)
 
 
 # ----------------------------------------------------------------------------------------------
 # Hugging Face loader against a fake hub cache
 # ----------------------------------------------------------------------------------------------
 
+SPLIT_KEYS = [f"{split}_{key}" for split in ("train", "test") for key in ("inputs", "labels", "ratings")]
 REPO = "owner/sudoku-test"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HEADER = "source,question,answer,rating"
@@ -609,9 +632,9 @@ def write_hub_cache(root: Path, train_rows: list[list[str]], test_rows: list[lis
     return snapshot
 
 
-def load(tmp_path: Path, data_dir: str = "data", **kwargs) -> dict:
+def load(tmp_path: Path, **kwargs) -> dict:
     kwargs.setdefault("progress", False)
-    return ds.load_hf(REPO, data_dir=tmp_path / data_dir, cache_dir=tmp_path / "hub", local_files_only=True, **kwargs)
+    return hf.load_hf(REPO, cache_dir=tmp_path / "hub", local_files_only=True, **kwargs)
 
 
 def test_hf_loader_parses_rows(tmp_path):
@@ -619,7 +642,7 @@ def test_hf_loader_parses_rows(tmp_path):
     write_hub_cache(tmp_path / "hub", rows, rows[:4])
     out = load(tmp_path)
     sample = ds.builtin_sample()
-    assert set(out) == set(ds.SPLIT_KEYS)
+    assert set(out) == set(SPLIT_KEYS)
     assert out["train_inputs"].dtype == np.uint8 and out["train_ratings"].dtype == np.int32
     assert (out["train_inputs"] == sample["inputs"]).all() and (out["train_labels"] == sample["labels"]).all()
     assert out["train_ratings"].tolist() == list(range(len(rows)))
@@ -629,34 +652,38 @@ def test_hf_loader_parses_rows(tmp_path):
 def test_hf_subset_is_seeded(tmp_path):
     rows = sample_rows()
     write_hub_cache(tmp_path / "hub", rows, rows[:4])
-    a = load(tmp_path, "a", train_subset=4, seed=0)
-    b = load(tmp_path, "b", train_subset=4, seed=0)
+    a = load(tmp_path, train_subset=4, seed=0)
+    b = load(tmp_path, train_subset=4, seed=0)
     assert a["train_ratings"].tolist() == b["train_ratings"].tolist()
     assert len(a["train_ratings"]) == 4 and len(a["test_ratings"]) == 4
     assert a["train_ratings"].tolist() == sorted(a["train_ratings"].tolist())  # file order kept
-    others = [load(tmp_path, f"s{s}", train_subset=4, seed=s)["train_ratings"].tolist() for s in range(1, 4)]
+    others = [load(tmp_path, train_subset=4, seed=s)["train_ratings"].tolist() for s in range(1, 4)]
     assert any(o != a["train_ratings"].tolist() for o in others)
     sample = ds.builtin_sample()
     assert (a["train_labels"] == sample["labels"][a["train_ratings"]]).all()  # rating = row index here
 
 
-def test_hf_cache_is_reused_and_force_download_rebuilds(tmp_path):
+def test_hf_dataset_folder_is_reused_and_force_download_rebuilds(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at call time: no network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     rows = sample_rows()
     snapshot = write_hub_cache(tmp_path / "hub", rows, rows[:4])
-    first = load(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "hf_owner--sudoku-test_test_sub0_r0_s0.npz",
-        "hf_owner--sudoku-test_train_sub0_r0_s0.npz",
-    ]
-    (snapshot / "train.csv").write_text("\n".join([HEADER] + [",".join(r) for r in rows[:3]]) + "\n")
-    assert len(load(tmp_path)["train_inputs"]) == len(rows)  # cache, not the changed CSV
-    rebuilt = load(tmp_path, force_download=True)  # offline: re-reads the local CSV
-    assert len(rebuilt["train_inputs"]) == 3
-    for path in snapshot.iterdir():
-        path.unlink()
-    again = load(tmp_path)  # no CSV at all: the .npz alone suffices
-    assert (again["train_inputs"] == rebuilt["train_inputs"]).all()
-    assert (again["test_labels"] == first["test_labels"]).all()
+    cfg = base_cfg(tmp_path, source="hf", repo_id=REPO, train_subset=0, test_subset=0, val_subset=2)
+    path, description = ds.build_dataset(cfg, progress=False)
+    assert path.name == "hf_owner--sudoku-test_train-test_sub0-0_va2_r0_s0"
+    assert description == f"{REPO} (train/test.csv), 8 train / 2 val / 4 test"
+    train, test = pd.read_dataset(path)
+    val = pd.read_split(path, "val")
+    assert (train.n_examples, val.n_examples, test.n_examples) == (8, 2, 4)
+    assert sorted(np.concatenate([train.extras["ratings"], val.extras["ratings"]]).tolist()) == list(range(10))
+    (snapshot / "train.csv").write_text("\n".join([HEADER] + [",".join(r) for r in rows[:5]]) + "\n")
+    assert ds.build_dataset(cfg, progress=False)[1] == description  # the folder, not the changed CSV
+    _, rebuilt = ds.build_dataset({**cfg, "force_download": True}, progress=False)  # offline: re-reads the CSV
+    assert rebuilt == f"{REPO} (train/test.csv), 3 train / 2 val / 4 test"
+    for csv_file in snapshot.iterdir():
+        csv_file.unlink()
+    assert ds.build_dataset(cfg, progress=False)[1] == rebuilt  # no CSV at all: the folder alone suffices
 
 
 def test_hf_min_rating_filters(tmp_path):
@@ -727,23 +754,12 @@ def test_hf_unusable_split_is_a_clear_error(tmp_path, train, test, min_rating, f
     write_hub_cache(tmp_path / "hub", kinds[train], kinds[test])
     with pytest.raises(errors.DataError, match=message):
         load(tmp_path, skip_bad_rows=True, min_rating=min_rating)
-    assert not list((tmp_path / "data").glob(f"hf_*_{failing}_*"))  # nothing cached for the failing split
 
-
-def test_hf_empty_cached_split_is_an_error(tmp_path):
-    rows = sample_rows()
-    write_hub_cache(tmp_path / "hub", rows, rows[:4])
-    path = ds.hf_cache_path(REPO, "test", 0, 0, 0, tmp_path / "data", False)
-    ds._save_npz(path, dict(inputs=np.empty((0, 81), np.uint8), labels=np.empty((0, 81), np.uint8),
-                            ratings=np.empty(0, np.int32)))  # as an older version could write it
-    with pytest.raises(errors.DataError, match=r"test_sub0_r0_s0\.npz: the cached held-out split is empty; delete"):
-        load(tmp_path)
 
 def test_hf_missing_repo_offline_says_how_to_download(tmp_path):
     (tmp_path / "hub").mkdir()
     with pytest.raises(DataError, match="hf download nobody/missing --repo-type dataset"):
-        ds.load_hf("nobody/missing", data_dir=tmp_path / "data", cache_dir=tmp_path / "hub",
-                   local_files_only=True, progress=False)
+        hf.load_hf("nobody/missing", cache_dir=tmp_path / "hub", local_files_only=True, progress=False)
 
 
 def test_hf_offline_env_in_subprocess(tmp_path):
@@ -753,18 +769,20 @@ def test_hf_offline_env_in_subprocess(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(IMPL_DIR)!r})
-        import data_sudoku as ds
-        out = ds.load_hf({REPO!r}, data_dir={str(tmp_path / "data")!r}, progress=False)
+        import data_sudoku as ds, puzzle_dataset as pd, sudoku_hf as hf
+        from errors import DataError
+        out = hf.load_hf({REPO!r}, progress=False)
         print("shapes", out["train_inputs"].shape, out["test_inputs"].shape)
-        cfg = dict(source="hf", use_builtin_sample=False, grid_size=6, n_train=1, n_test=1, givens=[1, 2],
+        cfg = dict(source="hf", use_builtin_sample=False, grid_size=6, n_train=1, n_val=0, n_test=1, givens=[1, 2],
                    min_rating=2, max_rating=-1, repo_id={REPO!r}, splits=["train", "test"], train_subset=3,
-                   test_subset=0, force_download=False, skip_bad_rows=False, data_dir={str(tmp_path / "d2")!r},
-                   augment=True)
-        data = ds.load_sudoku(cfg, seed=0, progress=False)
-        print("dispatch", data.size, data.train_inputs.shape, data.test_inputs.shape, data.description)
+                   test_subset=0, val_subset=0, force_download=False, skip_bad_rows=False,
+                   data_dir={str(tmp_path / "d2")!r}, augment=True, seed=0)
+        path, description = ds.build_dataset(cfg, progress=False)
+        train, test = pd.read_dataset(path)
+        print("dispatch", train.meta.seq_len, train.inputs.shape, test.inputs.shape, description)
         try:
-            ds.load_hf("nobody/missing", data_dir={str(tmp_path / "data")!r}, progress=False)
-        except ds.DataError as e:
+            hf.load_hf("nobody/missing", progress=False)
+        except DataError as e:
             print("missing", e)
         """
     )
@@ -772,7 +790,7 @@ def test_hf_offline_env_in_subprocess(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "shapes (10, 81) (4, 81)" in result.stdout
-    assert "dispatch 9 (3, 81) (2, 81)" in result.stdout  # test rows 0..3 with rating >= 2
+    assert "dispatch 81 (3, 81) (2, 81)" in result.stdout  # test rows 0..3 with rating >= 2
     assert "hf download nobody/missing --repo-type dataset" in result.stdout
 
 
@@ -783,23 +801,30 @@ def test_hf_offline_env_in_subprocess(tmp_path):
 
 def base_cfg(tmp_path: Path, **changes) -> dict:
     cfg = {
-        "source": "generated", "use_builtin_sample": False, "grid_size": 4, "n_train": 40, "n_test": 10,
-        "givens": [4, 10], "min_rating": 0, "max_rating": -1, "repo_id": "sapientinc/sudoku-extreme",
-        "splits": ["train", "test"], "train_subset": 1000, "test_subset": 1000, "force_download": False,
-        "skip_bad_rows": False, "data_dir": str(tmp_path / "data"), "augment": True,
+        "puzzle": "sudoku", "path": "", "source": "generated", "use_builtin_sample": False, "grid_size": 4,
+        "n_train": 40, "n_val": 0, "n_test": 10, "givens": [4, 10], "min_rating": 0, "max_rating": -1,
+        "repo_id": "sapientinc/sudoku-extreme", "splits": ["train", "test"], "train_subset": 1000,
+        "test_subset": 1000, "val_subset": 0, "force_download": False, "skip_bad_rows": False,
+        "data_dir": str(tmp_path / "data"), "augment": True, "seed": 0,
     }
     cfg.update(changes)
     return cfg
 
 
-def test_load_sudoku_generated_and_builtin(tmp_path):
-    data = ds.load_sudoku(base_cfg(tmp_path), seed=0, progress=False)
-    assert isinstance(data, ds.SudokuData) and data.size == 4
-    assert data.train_inputs.shape == (40, 16) and data.test_labels.shape == (10, 16)
-    assert data.description == "generated 4x4, 40 train / 10 test, 4-10 givens"
-    builtin = ds.load_sudoku(base_cfg(tmp_path, source="hf", use_builtin_sample=True), seed=0, progress=False)
-    assert builtin.size == 9 and len(builtin.train_inputs) == len(builtin.test_inputs) >= 8
-    assert "not held-out" in builtin.description
+def test_build_dataset_generated_and_builtin(tmp_path):
+    path, description = ds.build_dataset(base_cfg(tmp_path, n_val=6), progress=False)
+    train, test = pd.read_dataset(path)
+    val = pd.read_split(path, "val")
+    assert train.meta.puzzle == "sudoku" and train.meta.seq_len == 16 and train.meta.vocab_size == 6
+    assert train.inputs.shape == (40, 16) and test.labels.shape == (10, 16) and val.inputs.shape == (6, 16)
+    assert description == "generated 4x4, 40 train / 6 val / 10 test, 4-10 givens"
+    keys = {name: {rules.split_key(g, 4) for g in np.asarray(split.labels)} for name, split in
+            (("train", train), ("val", val), ("test", test))}
+    assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
+    path, description = ds.build_dataset(base_cfg(tmp_path, source="hf", use_builtin_sample=True), progress=False)
+    train, test = pd.read_dataset(path)
+    assert train.meta.seq_len == 81 and train.n_examples == test.n_examples >= 8
+    assert "not held-out" in description
 
 
 @pytest.mark.parametrize(
@@ -811,10 +836,12 @@ def test_load_sudoku_generated_and_builtin(tmp_path):
         ({"source": "kaggle"}, "data.source: 'kaggle' is not one of builtin, generated, hf"),
         ({"max_rating": 0, "min_rating": 2}, "data.max_rating"),
         ({"source": "hf", "splits": ["train"]}, "data.splits"),
-        ({"n_train": 10_000_000}, "data.n_train: 10000000 training puzzles cannot be met"),
+        ({"n_train": 12_000_000}, "data.n_train: 12000000 training, 0 validation and 10 held-out puzzles cannot be met"),
         ({"grid_size": 9, "givens": [12, 16]}, r"data.givens: \[12, 16\] allows no 9x9 puzzle"),
+        ({"n_val": -1}, "data.n_val: -1 must be >= 0"),
     ],
 )
-def test_load_sudoku_rejects_bad_values(tmp_path, changes, message):
+def test_build_dataset_rejects_bad_values(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
-        ds.load_sudoku(base_cfg(tmp_path, **changes), seed=0, progress=False)
+        ds.build_dataset(base_cfg(tmp_path, **changes), progress=False)
+    assert not (tmp_path / "data").exists()

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-import data_sudoku
+import checkpoint
 import evaluate
+import metrics
+import puzzles
 import solve
+import sudoku_gen
+import sudoku_rules
+import sudoku_solver
 import train_trm
+from trm import IGNORE_LABEL
 from train_trm import RUN_CONFIG
 
 # -- metrics on hand-made answers -----------------------------------------------------------------
@@ -41,14 +47,18 @@ def hand_made():
     return inputs, labels, answers, confidence, steps, ratings
 
 
+def valid4(inputs, answers):
+    return sudoku_rules.valid_grids(inputs, answers, 4)
+
+
 def test_metrics_on_hand_made_answers():
     inputs, labels, answers, confidence, steps, ratings = hand_made()
-    m = evaluate.puzzle_metrics(inputs, labels, answers, confidence, steps, size=4, ratings=ratings, breakdown=True)
+    by = {"by_rating": ratings, "by_givens": (inputs > sudoku_rules.BLANK).sum(axis=1)}
+    m = metrics.puzzle_metrics(inputs, labels, answers, confidence, steps, valid_fn=valid4, breakdowns=by)
     assert m["token_acc"] == (16 + 8 + 14 + 8) / 64
     assert m["blank_acc"] == (12 + 8 + 10 + 6) / (12 + 16 + 12 + 12)
     assert m["exact_acc"] == 0.25
-    assert m["validity"] == 0.5                     # A and B
-    assert m["givens_kept"] == 0.75                 # all but D
+    assert m["validity"] == 0.5                     # A and B (D changes givens, C breaks columns)
     assert m["halt_acc"] == 0.5
     assert m["avg_steps"] == 2.5
     assert m["n"] == 4
@@ -56,7 +66,8 @@ def test_metrics_on_hand_made_answers():
                               "1": {"n": 2, "exact_acc": 0.0, "blank_acc": 16 / 24, "validity": 0.0}}
     assert m["by_givens"]["0"] == {"n": 1, "exact_acc": 0.0, "blank_acc": 0.5, "validity": 1.0}
     assert m["by_givens"]["4"]["n"] == 3 and m["by_givens"]["4"]["exact_acc"] == pytest.approx(1 / 3)
-    as_torch = evaluate.puzzle_metrics(*(torch.from_numpy(a) for a in (inputs, labels, answers, confidence, steps)))
+    as_torch = metrics.puzzle_metrics(*(torch.from_numpy(a) for a in (inputs, labels, answers, confidence, steps)),
+                                      valid_fn=valid4)
     assert as_torch == {k: v for k, v in m.items() if not k.startswith("by_")}
     assert all(type(v) in (float, int) for v in as_torch.values())
     json.dumps(m)                                   # plain numbers and string keys only
@@ -64,14 +75,14 @@ def test_metrics_on_hand_made_answers():
 
 def test_vectorised_validity_matches_the_one_grid_checker():
     rng = np.random.default_rng(0)
-    generated = data_sudoku.generate_puzzles(6, 40, (14, 20), seed=1, workers=1, progress=False)
+    generated = sudoku_gen.generate_puzzles(6, 40, (14, 20), seed=1, workers=1, progress=False)
     puzzles, answers = generated["inputs"], generated["labels"].copy()
     for i in range(0, 40, 2):                       # break half of them: one cell, or a given
         answers[i, rng.integers(36)] = rng.integers(2, 8)
     for i in range(1, 40, 4):                       # relabel some digits: valid, but givens change
         answers[i] = np.array([0, 1, 3, 2, 4, 5, 6, 7], dtype=np.uint8)[answers[i]]
-    expected = [data_sudoku.is_valid_solution(p, a, 6) for p, a in zip(puzzles, answers)]
-    assert evaluate.valid_grids(puzzles, answers, 6).tolist() == expected
+    expected = [sudoku_rules.is_valid_solution(p, a, 6) for p, a in zip(puzzles, answers)]
+    assert sudoku_rules.valid_grids(puzzles, answers, 6).tolist() == expected
     assert 0 < sum(expected) < 40
 
 
@@ -79,9 +90,22 @@ def test_breakdown_bins_many_values():
     inputs, labels, answers, confidence, steps, _ = hand_made()
     n = 30
     pick = np.arange(n) % 4
-    m = evaluate.puzzle_metrics(inputs[pick], labels[pick], answers[pick], ratings=np.arange(n), breakdown=True)
-    assert len(m["by_rating"]) == evaluate.MAX_GROUPS
+    m = metrics.puzzle_metrics(inputs[pick], labels[pick], answers[pick], breakdowns={"by_rating": np.arange(n)})
+    assert len(m["by_rating"]) == metrics.MAX_GROUPS
     assert sum(g["n"] for g in m["by_rating"].values()) == n and "0-2" in m["by_rating"]
+
+
+def test_positions_without_a_target_count_nowhere():
+    """IGNORE_LABEL positions (padding) are left out of every accuracy: answers that differ only
+    there score as exact; the same answers with those positions as real targets do not."""
+    inputs, labels, answers, *_ = hand_made()
+    ignored = labels.astype(np.int64).copy()
+    ignored[:, 8:] = IGNORE_LABEL                   # only the first two rows have targets
+    wrong_late = np.where(np.arange(16) >= 8, 0, labels[0])[None].repeat(4, axis=0)  # right, then garbage
+    m = metrics.puzzle_metrics(inputs, ignored, wrong_late)
+    assert m["exact_acc"] == 1.0 and m["token_acc"] == 1.0 and m["blank_acc"] == 1.0
+    full = metrics.puzzle_metrics(inputs, labels, wrong_late)
+    assert full["exact_acc"] == 0.0 and full["token_acc"] == 0.5
 
 
 # -- a tiny trained model ----------------------------------------------------------------------------
@@ -113,19 +137,20 @@ def test_training_log_keeps_its_eval_keys(trained):
 
 
 def test_depth_benchmark_rows_and_files(trained, tmp_path):
-    model, ckpt, weights = evaluate.load_trained(trained["run_dir"] / "last.pt", torch.device("cpu"))
+    model, ckpt, weights = checkpoint.load_trained(trained["run_dir"] / "last.pt", torch.device("cpu"))
     assert weights == "EMA"
-    data = data_sudoku.load_sudoku(trained["config"]["data"], seed=0, progress=False)
+    data = puzzles.load(trained["config"]["data"], progress=False)
+    inputs = np.asarray(data.test.inputs)
+    labels = data.test.labels_for_training(np.arange(data.test.n_examples))
     K = 6                                            # beyond the trained N_sup of 4
-    rows = evaluate.depth_benchmark(model, data.test_inputs, data.test_labels, K, 32, torch.device("cpu"), torch.float32)
+    rows = metrics.depth_benchmark(model, inputs, labels, K, 32, torch.device("cpu"), torch.float32, valid_fn=valid4)
     assert [r["step"] for r in rows] == list(range(1, K + 1))
     halted = [r["halted_frac"] for r in rows]
     assert halted == sorted(halted) and all(0.0 <= h <= 1.0 for h in halted)
     assert all(r["halt_avg_steps"] <= r["step"] for r in rows)
-    plain = evaluate.evaluate(model, data.test_inputs, data.test_labels, 4, 64, torch.device("cpu"), torch.float32)
+    plain = metrics.evaluate(model, inputs, labels, 4, 64, torch.device("cpu"), torch.float32)
     assert rows[3]["exact_acc"] == plain["exact_acc"] and rows[3]["token_acc"] == plain["token_acc"]
-    halting = evaluate.evaluate(model, data.test_inputs, data.test_labels, 4, 64, torch.device("cpu"), torch.float32,
-                                halt=True)
+    halting = metrics.evaluate(model, inputs, labels, 4, 64, torch.device("cpu"), torch.float32, halt=True)
     assert rows[3]["halt_exact_acc"] == halting["exact_acc"] and rows[3]["halt_avg_steps"] == halting["avg_steps"]
     json_path, csv_path = evaluate.save_depth(rows, tmp_path, "test")
     assert json.loads(json_path.read_text()) == rows
@@ -168,7 +193,7 @@ def test_evaluate_cli_data_config_size_mismatch(trained, tmp_path):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", str(trained["run_dir"] / "last.pt"), "--data-config", str(path),
                        "--no-progress", "--depth", "0"])
-    assert "6x6" in str(e.value.code) and "4x4" in str(e.value.code)
+    assert "the data has seq_len 36 but" in str(e.value.code) and "was trained on seq_len 16" in str(e.value.code)
     path.write_text('{"data": {"grid_sise": 6}}')
     with pytest.raises(SystemExit, match="six.json: unknown key 'data.grid_sise'"):
         evaluate.main(["--checkpoint", str(trained["run_dir"] / "last.pt"), "--data-config", str(path)])
@@ -184,11 +209,11 @@ PUZZLE = "12.4...2....4..1"      # 6 givens of SOLUTION; its only solution (chec
 
 
 def test_solve_prints_puzzle_answer_and_checks(trained, capsys):
-    solutions, _ = data_sudoku.solve(data_sudoku.parse_puzzle(PUZZLE), 4)
+    solutions, _ = sudoku_solver.solve(sudoku_rules.parse_puzzle(PUZZLE), 4)
     assert len(solutions) == 1 and np.array_equal(solutions[0], tokens(SOLUTION))
     assert solve.main(solve_cli(trained, PUZZLE)) == 0
     out = capsys.readouterr().out
-    assert data_sudoku.format_grid(data_sudoku.parse_puzzle(PUZZLE), 4) in out
+    assert sudoku_rules.format_grid(sudoku_rules.parse_puzzle(PUZZLE), 4) in out
     assert "valid (rules and givens): " in out and "matches the unique solution: " in out
     assert "halting confidence" in out and "answer after" in out
     assert out.count("-+-") == 2                                          # two 4x4 grids: puzzle and answer
@@ -245,12 +270,12 @@ def test_solve_with_halting_reports_the_halting_step(trained, capsys):
 def test_checkpoint_from_before_the_norm_option_keeps_its_per_token_norm(trained, tmp_path):
     """A checkpoint whose model_config lacks mlp_t_norm / prefix_learned (written before they
     existed) loads as it was trained: per-token mlp_t norm, every prefix position learned."""
-    ckpt = train_trm.load_checkpoint(trained["run_dir"] / "best.pt")
+    ckpt = checkpoint.load_checkpoint(trained["run_dir"] / "best.pt")
     for key in ("mlp_t_norm", "prefix_learned"):
         del ckpt["model_config"][key]
     path = tmp_path / "old.pt"
-    train_trm.save_checkpoint(path, ckpt)
-    model, _, _ = evaluate.load_trained(path, torch.device("cpu"))
+    checkpoint.save_checkpoint(path, ckpt)
+    model, _, _ = checkpoint.load_trained(path, torch.device("cpu"))
     assert model.config.mlp_t_norm == "hidden" and model.config.prefix_learned == "all"
-    current, _, _ = evaluate.load_trained(trained["run_dir"] / "best.pt", torch.device("cpu"))
+    current, _, _ = checkpoint.load_trained(trained["run_dir"] / "best.pt", torch.device("cpu"))
     assert current.config.mlp_t_norm == "sequence" and current.config.prefix_learned == "first"

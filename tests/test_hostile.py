@@ -11,10 +11,11 @@ import pytest
 import data_sudoku as ds
 import train_trm
 from config import load_config, merge_config
-from errors import ConfigError
-from test_data_sudoku import HEADER, load, sample_rows, write_hub_cache
+from errors import ConfigError, DataError
+from test_data_sudoku import HEADER, REPO as HF_REPO, base_cfg, load, sample_rows, write_hub_cache
 from test_train import tiny_run_config
-from train_trm import RUN_CONFIG, check_config
+from train_cli import check_config
+from train_trm import RUN_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,19 +87,23 @@ def test_hf_csv_not_utf8_is_named_with_the_refetch_hint(tmp_path):
     rows = sample_rows()
     snapshot = write_hub_cache(tmp_path / "hub", rows, rows[:3])
     (snapshot / "train.csv").write_bytes((snapshot / "train.csv").read_bytes()[:200] + b"\xff\xfe garbage")
-    with pytest.raises(ds.DataError, match=r"train.csv.*force_download"):
+    with pytest.raises(DataError, match=r"train.csv.*force_download"):
         load(tmp_path)
 
 
-def test_damaged_hf_cache_is_rebuilt_from_the_csv(tmp_path, capsys):
+def test_damaged_hf_dataset_folder_is_rebuilt_from_the_csv(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at call time: no network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     rows = sample_rows()
     write_hub_cache(tmp_path / "hub", rows, rows[:3])
-    first = load(tmp_path)
-    (cache,) = [p for p in (tmp_path / "data").iterdir() if "_train_" in p.name]
-    cache.write_bytes(cache.read_bytes()[:100])
-    again = load(tmp_path)
-    assert "cache file is corrupt or incomplete" in capsys.readouterr().err
-    assert all(np.array_equal(first[k], again[k]) for k in first)
+    cfg = base_cfg(tmp_path, source="hf", repo_id=HF_REPO)
+    path, _ = ds.build_dataset(cfg, progress=False)
+    first = np.load(path / "train" / "all__inputs.npy")
+    (path / "train" / "all__inputs.npy").write_bytes(first.tobytes()[:100])
+    again, _ = ds.build_dataset(cfg, progress=False)
+    assert "building it again, it is damaged" in capsys.readouterr().err
+    assert np.array_equal(np.load(again / "train" / "all__inputs.npy"), first)
 
 
 def one_line_error(cmd: list[str], tmp_path: Path) -> str:

@@ -213,3 +213,16 @@ def test_cli_rejects_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="training.normalize_latent: expected bool, got str"):
         jepa.cli(["--config", str(path)])
     assert not (tmp_path / "runs").exists()
+
+
+def test_jepa_run_config_is_the_plain_one_plus_its_own_keys():
+    """train_trm_jepa.py keeps its own RUN_CONFIG (scripts do not import scripts): it must equal
+    train_trm.py's except for the run name and the JEPA keys."""
+    import train_trm
+    import train_trm_jepa
+    plain, jepa = train_trm.RUN_CONFIG, train_trm_jepa.RUN_CONFIG
+    assert jepa["model"] == plain["model"] and jepa["data"] == plain["data"]
+    own = {k: v for k, v in jepa["training"].items() if k not in train_trm_jepa.JEPA_KEYS and k != "run_name"}
+    assert own == {k: v for k, v in plain["training"].items() if k != "run_name"}
+    assert list(own) == [k for k in plain["training"] if k != "run_name"]  # same order, for the reader
+    assert set(jepa["training"]) - set(plain["training"]) == set(train_trm_jepa.JEPA_KEYS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import puzzle_dataset as pd
-from errors import DataError
+from errors import ConfigError, DataError
 
 SEQ, VOCAB = 4, 6
 
@@ -129,3 +129,25 @@ def test_missing_and_garbled_files_are_named(tmp_path):
     (tmp_path / "train" / "dataset.json").write_text('{"pad_id": 0}')
     with pytest.raises(DataError, match=r"dataset.json: missing metadata field\(s\) ignore_label_id"):
         pd.read_split(tmp_path, "train")
+
+
+def test_a_run_trains_on_a_hand_made_folder_with_one_key(tmp_path):
+    """data.path: the trainer reads any folder in the official layout (no puzzle type named: no
+    augmentation, no validity), with an ignored label position, and writes the metadata to the
+    checkpoint."""
+    import torch
+
+    import train_trm
+    from test_train import tiny_run_config
+    hand_made(tmp_path / "ds", "train")
+    hand_made(tmp_path / "ds", "test")
+    config = tiny_run_config(tmp_path, max_steps=6, eval_every=3, batch_size=4)
+    config["data"]["path"] = str(tmp_path / "ds")
+    result = train_trm.main(config, progress=False)
+    assert result["step"] == 6 and 0.0 <= result["exact_acc"] <= 1.0 and result["n"] == 6
+    ckpt = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert ckpt["dataset"]["seq_len"] == SEQ and ckpt["dataset"]["vocab_size"] == VOCAB
+    assert ckpt["model_config"]["seq_len"] == SEQ
+    config["data"]["path"] = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="data.path: .*missing is not a folder"):
+        train_trm.main(config, progress=False)

@@ -1,6 +1,5 @@
 """Runs that survive: interrupted writes, SIGTERM, NaN, damaged or foreign checkpoints, bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import train_trm
 from test_train import tiny_run_config
 from config import merge_config
 from errors import CheckpointError, ConfigError
-from train_trm import RUN_CONFIG, check_config
+from train_cli import check_config
+from train_trm import RUN_CONFIG
 from trm import TRM, TRMConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    train_trm.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    checkpoint.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
 
     def half_write(obj, f, *args, **kwargs):
         f.write(b"PK\x03\x04 half a checkpoint")
@@ -29,28 +30,28 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", half_write)
     with pytest.raises(CheckpointError, match=r"last.pt: cannot write \(No space left on device\); the previous file"):
-        train_trm.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+        checkpoint.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
-    assert train_trm.load_checkpoint(path)["step"] == 1
+    assert checkpoint.load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
 
 
 def test_corrupt_checkpoint_is_named(tmp_path):
     good = tmp_path / "good.pt"
-    train_trm.save_checkpoint(good, {"model": TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=32)).state_dict()})
+    checkpoint.save_checkpoint(good, {"model": TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=32)).state_dict()})
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"bad.pt: checkpoint is corrupt or incomplete"):
-        train_trm.load_checkpoint(bad)
+        checkpoint.load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="missing.pt: no checkpoint there"):
-        train_trm.load_checkpoint(tmp_path / "missing.pt")
+        checkpoint.load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_checkpoint_of_another_architecture_lists_the_mismatch(tmp_path):
     small = TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=32, num_heads=1))
     other = TRM(TRMConfig(seq_len=16, vocab_size=6, hidden_size=64, num_heads=1, pos_encoding="learned"))
     with pytest.raises(CheckpointError) as e:
-        train_trm.load_weights(other, small.state_dict(), "ckpt.pt")
+        checkpoint.load_weights(other, small.state_dict(), "ckpt.pt")
     message = str(e.value)
     assert "ckpt.pt: weights do not fit this model" in message
     assert "missing: pos" in message
@@ -90,19 +91,21 @@ def test_nan_loss_stops_and_leaves_checkpoints_intact(tmp_path):
     config = tiny_run_config(tmp_path, max_steps=20, eval_every=5)
 
     def poisoned_step(model, slots, cfg):
-        carry, logits, q, extra, logs = train_trm.trm_step(model, slots, cfg)
+        out = train_trm.trm_step(model, slots, cfg)
         calls.append(1)
-        return carry, logits, q, (torch.tensor(float("nan")) if len(calls) == 8 else None), logs
+        if len(calls) == 8:
+            out.extra_losses["poison"] = torch.tensor(float("nan"))
+        return out
 
     calls = []
     with pytest.raises(FloatingPointError) as e:
         train_trm.main(config, progress=False, step_fn=poisoned_step)
     run_dir = tmp_path / "runs" / "tiny"
     assert "at step 8" in str(e.value) and str(run_dir / "last.pt") in str(e.value)
-    last = train_trm.load_checkpoint(run_dir / "last.pt")
+    last = checkpoint.load_checkpoint(run_dir / "last.pt")
     assert last["step"] == 5
     assert all(torch.isfinite(v).all() for v in last["model"].values())
-    assert train_trm.load_checkpoint(run_dir / "best.pt")["step"] == 5
+    assert checkpoint.load_checkpoint(run_dir / "best.pt")["step"] == 5
 
 
 def test_sigterm_saves_last_checkpoint_and_exits_nonzero(tmp_path):
@@ -121,14 +124,14 @@ def test_sigterm_saves_last_checkpoint_and_exits_nonzero(tmp_path):
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "--resume" in err
-    ckpt = train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")
     assert ckpt["step"] >= 1
 
 
 def test_periodic_checkpoint(tmp_path):
     train_trm.main(tiny_run_config(tmp_path, max_steps=7, eval_every=100, ckpt_every=3), progress=False)
     # saved at 3 and 6 by ckpt_every, then at 7 by the final evaluation
-    assert train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 7
+    assert checkpoint.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 7
     log = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "eval"] == [7]
 
@@ -144,7 +147,7 @@ def test_periodic_checkpoint_before_the_end(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_trm.main(tiny_run_config(tmp_path, max_steps=50, eval_every=100, ckpt_every=2),
                        progress=False, step_fn=stop_after_four)
-    assert train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 4
+    assert checkpoint.load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")["step"] == 4
 
 
 @pytest.mark.parametrize("section,key,value,expected", [

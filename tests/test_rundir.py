@@ -12,7 +12,7 @@ import rundir
 import train_trm
 from errors import ConfigError, UserError
 from test_train import tiny_run_config
-from train_trm import check_config
+from train_cli import check_config
 
 
 def snapshot(folder):

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
+import puzzles
 import train_trm
+from device import pick_dtype
+from metrics import evaluate
 import config as config_file
 from config import merge_config
 from errors import ConfigError
-from train_trm import RUN_CONFIG, check_config
+from train_cli import check_config
+from train_trm import RUN_CONFIG
 from trm import TRM, TRMConfig
 
 
@@ -18,7 +23,7 @@ def tiny_run_config(tmp_path, **training) -> dict:
     config = copy.deepcopy(RUN_CONFIG)
     config["model"].update(hidden_size=32, T=2, n=2, N_sup=4)
     config["data"].update(grid_size=4, n_train=300, n_test=64, givens=[8, 10], data_dir=str(tmp_path / "data"))
-    config["training"].update(runs_dir=str(tmp_path / "runs"), run_name="tiny", batch_size=16, max_steps=40,
+    config["training"].update(runs_dir=str(tmp_path / "runs"), run_name="tiny", batch_size=16, max_steps=40, device="cpu",
                               eval_every=20, log_every=5, warmup_steps=5, lr=3e-3, eval_batch_size=64)
     config["training"].update(training)
     return config
@@ -90,7 +95,7 @@ def test_missing_config_file_is_named(tmp_path):
     ("training", "batch_size", 0, "training.batch_size: 0 must be >= 1"),
     ("training", "loss", "hinge", "training.loss: 'hinge' must be one of"),
     ("training", "dtype", "float16", "training.dtype"),
-    ("training", "optimizer", "sgd", "training.optimizer: 'sgd' must be adamw or adam_atan2"),
+    ("training", "optimizer", "sgd", "training.optimizer: 'sgd' must be one of adamw, adam_atan2"),
     ("model", "mlp_t_norm", "channel", "model.mlp_t_norm: 'channel' must be sequence or hidden"),
     ("data", "grid_size", 5, "data.grid_size: 5 is not one of 4, 6, 9"),
     ("data", "givens", [20, 10], "data.givens"),
@@ -132,19 +137,19 @@ def test_tiny_run_learns_and_writes_run_folder(tmp_path):
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     config = tiny_run_config(tmp_path, max_steps=20, eval_every=20)
     result = train_trm.main(config, progress=False)
-    ckpt = train_trm.load_checkpoint(tmp_path / "runs" / "tiny" / "best.pt")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "runs" / "tiny" / "best.pt")
     fresh = TRM(TRMConfig(**ckpt["model_config"]))
     fresh.load_state_dict(ckpt["ema"])
-    import data_sudoku
-    data = data_sudoku.load_sudoku(config["data"], seed=0, progress=False)
-    dtype, _ = train_trm.pick_dtype("auto", torch.device("cpu"))
-    metrics = train_trm.evaluate(fresh, data.test_inputs, data.test_labels, 4, 64, torch.device("cpu"), dtype)
+    data = puzzles.load(config["data"], progress=False)
+    dtype, _ = pick_dtype(config["training"]["dtype"], torch.device("cpu"))  # the run's: tiny runs are pinned to cpu
+    inputs, labels = np.asarray(data.test.inputs), data.test.labels_for_training(np.arange(data.test.n_examples))
+    metrics = evaluate(fresh, inputs, labels, 4, 64, torch.device("cpu"), dtype)
     assert metrics["exact_acc"] == result["exact_acc"] and metrics["token_acc"] == result["token_acc"]
     path = tmp_path / "again.pt"
-    train_trm.save_checkpoint(path, {"model": fresh.state_dict()})
+    checkpoint.save_checkpoint(path, {"model": fresh.state_dict()})
     other = TRM(TRMConfig(**ckpt["model_config"]))
-    other.load_state_dict(train_trm.load_checkpoint(path)["model"])
-    x = torch.from_numpy(data.test_inputs).long()
+    other.load_state_dict(checkpoint.load_checkpoint(path)["model"])
+    x = torch.from_numpy(inputs).long()
     assert torch.equal(fresh.predict(x, N_sup=4).answers, other.predict(x, N_sup=4).answers)
 
 

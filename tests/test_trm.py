@@ -221,8 +221,8 @@ def test_loss_goes_down_and_tiny_model_memorises_puzzles(variant):
     """Deep supervision on 8 fixed 4x4 puzzles: the loss falls and every puzzle is solved.
     (With the official init, attention with one 64-wide head memorised only 1 of 3 seeds in
     these 200 iterations; with 4 heads, and with mlp_t, 3 of 3.)"""
-    import data_sudoku
-    data = data_sudoku.generate_puzzles(4, 8, givens=(6, 8), seed=3, workers=1, progress=False)
+    import sudoku_gen
+    data = sudoku_gen.generate_puzzles(4, 8, givens=(6, 8), seed=3, workers=1, progress=False)
     inputs = torch.from_numpy(data["inputs"]).long()
     labels = torch.from_numpy(data["labels"]).long()
     cfg = TRMConfig(vocab_size=6, seq_len=16, hidden_size=64, T=2, n=2, N_sup=2, **variant)
@@ -280,3 +280,26 @@ def test_stablemax_matches_definition():
 def test_bad_model_config_names_the_key(key, value, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**{key: value, "num_heads": 4} if key == "hidden_size" else {key: value})
+
+
+@pytest.mark.parametrize("loss", ["softmax", "stablemax"])
+def test_ignored_positions_do_not_count_in_the_loss(loss):
+    """trm_loss: positions labelled IGNORE_LABEL add nothing (their logits may be anything), and
+    each puzzle's cross entropy is averaged over its own target positions, then over puzzles."""
+    from trm import IGNORE_LABEL, LOSSES, trm_loss
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5)
+    labels = torch.tensor([[1, 2, 3, 4, 0, 1], [2, 2, 2, 2, 2, 2]])
+    labels[0, 3:] = IGNORE_LABEL                                    # puzzle 0 has 3 targets, puzzle 1 has 6
+    q = torch.zeros(2)
+    base = trm_loss(logits, q, labels, loss)
+    noisy = logits.clone()
+    noisy[0, 3:] = torch.randn(3, 5) * 100                          # anything at the ignored positions
+    assert torch.allclose(trm_loss(noisy, q, labels, loss).ce, base.ce)
+    per_element = LOSSES[loss](logits, labels)
+    expected = (per_element[0, :3].mean() + per_element[1].mean()) / 2   # per puzzle, then over puzzles
+    assert torch.allclose(base.ce, expected)
+    right = torch.nn.functional.one_hot(labels.clamp_min(0), 5).float() * 10
+    right[0, 3:] = torch.randn(3, 5)                                # wrong only where nothing counts
+    solved = trm_loss(right, q, labels, loss)
+    assert solved.solved.tolist() == [True, True] and solved.token_acc.tolist() == [1.0, 1.0]

@@ -1,0 +1,237 @@
+"""Sudoku datasets from the Hugging Face hub in the sudoku-extreme CSV layout
+(`sapientinc/sudoku-extreme`: train.csv / test.csv, columns source,question,answer,rating,
+81-character strings, '.' or '0' for a blank), downloaded with huggingface_hub.hf_hub_download.
+Every row is checked (lengths, characters, the answer a valid grid that keeps the givens); a bad
+row stops the load naming the file and line, or is skipped with a count (skip_bad_rows).
+"""
+from __future__ import annotations
+
+import csv
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import errors
+from errors import DataError
+from sudoku_rules import BLANK, unit_index
+
+# How to fetch a Hugging Face dataset into the hub cache (shown when it is missing offline).
+HF_DOWNLOAD_HINT = "hf download {repo_id} --repo-type dataset"
+
+HF_COLUMNS = ("question", "answer", "rating")  # required header columns ("source" is optional)
+_ALL_ONES_9 = 0b1111111110  # OR of 1 << d for d in 1..9
+
+
+def _hf_csv_path(
+    repo_id: str, split: str, cache_dir: str | Path | None, local_files_only: bool, force_download: bool
+) -> str:
+    """Local path of {split}.csv of a dataset repo, downloaded into the hub cache if needed."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    filename = f"{split}.csv"
+    offline = local_files_only or huggingface_hub.is_offline_mode()
+    if force_download and offline:
+        # The hub refuses force_download offline; rebuild our cache from the local CSV instead.
+        print(f"load_hf: offline, so force_download re-reads the cached {repo_id}/{filename} instead of downloading")
+        force_download = False
+    try:
+        return huggingface_hub.hf_hub_download(
+            repo_id,
+            filename=filename,
+            repo_type="dataset",
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+        where = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE
+        raise DataError(
+            f"dataset file {repo_id}/{filename} is not in the Hugging Face cache ({where}) and cannot be "
+            f"downloaded here (offline or no network). Get it on a machine with internet with "
+            f"`{HF_DOWNLOAD_HINT.format(repo_id=repo_id)}` (older huggingface_hub: "
+            f"`huggingface-cli download {repo_id} --repo-type dataset`) and copy the cache over, "
+            f"or run once with internet access."
+        ) from e
+
+
+def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role: str = "data"
+                     ) -> tuple[np.ndarray, ...]:
+    """Parse a question,answer,rating CSV into (inputs, labels, ratings); bad rows raise or skip.
+
+    A file without a usable row raises errors.DataError naming it and the counts (role, e.g.
+    "training", says in the message which split it was read for).
+    """
+    name = str(path)
+    bad: list[tuple[int, str]] = []  # (line number, reason)
+    questions, answers, ratings, lines = [], [], [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not a column name
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise errors.DataError(f"{name}: empty file, expected a header with columns {', '.join(HF_COLUMNS)}")
+        header = [h.strip() for h in header]
+        missing = [c for c in HF_COLUMNS if c not in header]
+        if missing:
+            raise errors.DataError(
+                f"{name} line 1: header {header} lacks column(s) {missing}; expected source,question,answer,rating"
+            )
+        qi, ai, ri = (header.index(c) for c in HF_COLUMNS)
+        n_fields = max(qi, ai, ri) + 1
+        for row in tqdm(reader, disable=not progress, desc=f"reading {Path(name).name}", unit="row"):
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) < n_fields:
+                bad.append((line, f"{len(row)} fields, expected {len(header)}"))
+                continue
+            q, a, r = row[qi].strip(), row[ai].strip(), row[ri].strip()
+            problem = ""
+            for what, s in (("question", q), ("answer", a)):
+                if len(s) != 81:
+                    problem = problem or f"{what} has {len(s)} characters, expected 81"
+                elif not s.isascii():
+                    pos = next(k for k, ch in enumerate(s) if not ch.isascii())
+                    problem = problem or f"bad character {s[pos]!r} at position {pos + 1} of the {what}"
+            try:
+                rating = int(r)
+            except ValueError:
+                problem = problem or f"rating {r!r} is not an integer"
+            if problem:
+                bad.append((line, problem))
+                continue
+            questions.append(q)
+            answers.append(a)
+            ratings.append(rating)
+            lines.append(line)
+
+    n = len(questions)
+    q_chars = np.frombuffer("".join(questions).encode("ascii"), dtype=np.uint8).reshape(n, 81)
+    a_chars = np.frombuffer("".join(answers).encode("ascii"), dtype=np.uint8).reshape(n, 81)
+    q_blank = (q_chars == ord(".")) | (q_chars == ord("0"))
+    q_ok = q_blank | ((q_chars >= ord("1")) & (q_chars <= ord("9")))
+    a_ok = (a_chars >= ord("1")) & (a_chars <= ord("9"))
+    row_ok = q_ok.all(axis=1) & a_ok.all(axis=1)
+    units = unit_index(9)
+    for start in range(0, n, 65536):  # blocks keep the [rows, 27, 9] temporaries small
+        block = slice(start, start + 65536)
+        digits = np.where(a_ok[block], a_chars[block] - ord("0"), 0).astype(np.uint16)
+        unit_bits = np.bitwise_or.reduce(np.left_shift(1, digits)[:, units], axis=2)  # [rows, 27]
+        valid = (unit_bits == _ALL_ONES_9).all(axis=1)
+        kept = (q_blank[block] | (q_chars[block] == a_chars[block])).all(axis=1)
+        row_ok[block] &= valid & kept
+    for k in np.flatnonzero(~row_ok):
+        q, a = questions[k], answers[k]
+        pos_q = [j for j, ch in enumerate(q) if ch not in ".0123456789"]
+        pos_a = [j for j, ch in enumerate(a) if ch not in "123456789"]
+        if pos_q:
+            reason = f"bad character {q[pos_q[0]]!r} at position {pos_q[0] + 1} of the question"
+        elif pos_a:
+            reason = f"bad character {a[pos_a[0]]!r} at position {pos_a[0] + 1} of the answer"
+        else:
+            differs = [j for j in range(81) if q[j] not in ".0" and q[j] != a[j]]
+            if differs:
+                j = differs[0]
+                reason = f"answer contradicts its givens: position {j + 1} is {q[j]} in the question, {a[j]} in the answer"
+            else:
+                reason = "answer is not a valid Sudoku grid (a digit repeats in a row, column or box)"
+        bad.append((lines[k], reason))
+
+    if bad:
+        bad.sort()
+        first_line, first_reason = bad[0]
+        if not skip_bad_rows:
+            more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
+            raise errors.DataError(
+                f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
+                f"(data.skip_bad_rows) to skip bad rows"
+            )
+        if not row_ok.any():
+            raise errors.DataError(
+                f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
+                f"(first: line {first_line}: {first_reason})"
+            )
+        print(
+            f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})",
+            file=sys.stderr,
+        )
+    if not n:
+        raise errors.DataError(f"{name}: no {role} rows after the header")
+    q_digits = q_chars[row_ok].astype(np.int16) - ord("0")
+    inputs = np.where(q_blank[row_ok], BLANK, q_digits + 1).astype(np.uint8)
+    labels = (a_chars[row_ok] - ord("0") + 1).astype(np.uint8)
+    return inputs, labels, np.asarray(ratings, dtype=np.int32)[row_ok]
+
+
+def load_hf(
+    repo_id: str = "sapientinc/sudoku-extreme",
+    splits: tuple[str, str] = ("train", "test"),
+    train_subset: int = 0,
+    test_subset: int = 0,
+    min_rating: int = 0,
+    force_download: bool = False,
+    seed: int = 0,
+    skip_bad_rows: bool = False,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    progress: bool = True,
+    val_subset: int = 0,
+) -> dict[str, np.ndarray]:
+    """Load a Sudoku CSV dataset from the Hugging Face hub (9x9, `source,question,answer,rating`).
+
+    splits names the CSV files used as (train, test): `{splits[0]}.csv` and `{splits[1]}.csv`.
+    Rows with rating < min_rating are dropped, then a seeded random subset of train_subset /
+    test_subset rows is kept (0 = all; file order is preserved). With val_subset, that many of the
+    kept training rows (seeded) become a validation split and leave training. The hub keeps the
+    downloaded CSV in its own cache; force_download=True downloads it again (offline: re-reads the
+    cached CSV). Returns {split}_inputs / _labels / _ratings, as make_generated_split does.
+    """
+    splits = tuple(splits)
+    if len(splits) != 2:
+        raise ValueError(f"load_hf: splits must name two CSV files (train, test), got {splits!r}")
+    for name, value in (("train_subset", train_subset), ("test_subset", test_subset), ("min_rating", min_rating)):
+        if value < 0:
+            raise ValueError(f"load_hf: {name} must be >= 0, got {value}")
+    out = {}
+    for prefix, split, subset in (("train", splits[0], train_subset), ("test", splits[1], test_subset)):
+        role = "training" if prefix == "train" else "held-out"
+        csv_path = _hf_csv_path(repo_id, split, cache_dir, local_files_only, force_download)
+        try:
+            inputs, labels, ratings = _read_sudoku_csv(csv_path, skip_bad_rows, progress, role)
+        except DataError:  # the file read, but no usable rows: the message says why
+            raise
+        except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
+            if isinstance(e, UnicodeDecodeError):
+                e = f"{csv_path}: not UTF-8 text ({e.reason})"
+            raise DataError(f"{e}. If the download is damaged, fetch it again with "
+                            f'{{"data": {{"force_download": true}}}} in your config') from None
+        keep = np.flatnonzero(ratings >= min_rating)
+        if not len(keep):
+            raise errors.DataError(f"{csv_path}: none of its {len(ratings)} usable {role} rows has a rating "
+                                   f">= {min_rating}; lower data.min_rating")
+        if subset:
+            if subset > len(keep):
+                print(f"load_hf: {repo_id}/{split}.csv has {len(keep)} rows with rating >= {min_rating}, "
+                      f"fewer than the {subset} asked for; using all of them", file=sys.stderr)
+            else:
+                sub_rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode())]))
+                keep = np.sort(sub_rng.choice(keep, size=subset, replace=False))
+        arrays = dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep])
+        for key, value in arrays.items():
+            out[f"{prefix}_{key}"] = value
+    if val_subset:
+        n = len(out["train_inputs"])
+        if val_subset >= n:
+            raise errors.ConfigError(f"data.val_subset: {val_subset} leaves no training rows of the {n} kept")
+        val_rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"val")]))
+        is_val = np.zeros(n, dtype=bool)
+        is_val[val_rng.choice(n, size=val_subset, replace=False)] = True
+        for key in ("inputs", "labels", "ratings"):
+            out[f"val_{key}"], out[f"train_{key}"] = out[f"train_{key}"][is_val], out[f"train_{key}"][~is_val]
+    return out
+
+

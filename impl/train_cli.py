@@ -1,0 +1,90 @@
+"""The command line and the config checks that the training scripts share.
+
+    python impl/train_trm.py [--config FILE.json] [--resume] [--no-progress] [--check]
+
+--config deep-merges a JSON file over the script's RUN_CONFIG; every value is checked before any
+work (check_config), naming the file and the dotted key; --resume without --config continues
+with the config saved in last.pt. Errors a user can fix end in one line `error: ...` and exit
+status 1; SIGINT/SIGTERM save last.pt and exit 128 + the signal number.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import Callable
+
+import puzzles
+import rundir
+from checkpoint import load_checkpoint
+from config import check_rules, load_config, merge_config
+from device import DTYPES
+from errors import ConfigError, run_cli
+from trm import LOSSES, TRMConfig
+
+OPTIMIZERS = ("adamw", "adam_atan2")
+
+
+def check_config(config: dict, source: str = "config") -> None:
+    """Values that have the right type (merge_config checked that) but are impossible."""
+    d, t = config["data"], config["training"]
+    rules = [
+        ("training.batch_size", t["batch_size"] >= 1, "must be >= 1"),
+        ("training.max_steps", t["max_steps"] >= 0, "must be >= 0"),
+        ("training.lr", t["lr"] > 0, "must be > 0"),
+        ("training.warmup_steps", t["warmup_steps"] >= 0, "must be >= 0"),
+        ("training.ema_decay", 0.0 <= t["ema_decay"] < 1.0, "must be in [0, 1)"),
+        ("training.eval_every", t["eval_every"] >= 1, "must be >= 1"),
+        ("training.ckpt_every", t["ckpt_every"] >= 0, "must be >= 0"),
+        ("training.time_limit_min", t["time_limit_min"] >= 0, "must be >= 0"),
+        ("training.grad_clip", t["grad_clip"] >= 0, "must be >= 0"),
+        ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
+        ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
+        ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
+        ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+        ("training.optimizer", t["optimizer"] in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
+        ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+    ]
+    check_rules(config, rules, source)
+    try:
+        rundir.check_run_name(t["run_name"])
+        TRMConfig(vocab_size=2, seq_len=1, **config["model"])
+        puzzles.check_data_config(d)
+    except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def parse_args(argv: list[str] | None, doc: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON file deep-merged over RUN_CONFIG (e.g. tiny.json)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue <runs_dir>/<run_name>/last.pt (without --config: with the config saved in it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    parser.add_argument("--check", action="store_true", help="check the config and print it, then exit (no work)")
+    return parser.parse_args(argv)
+
+
+def cli(argv: list[str] | None, base: dict, main: Callable[..., dict], doc: str | None = None,
+        check: Callable[[dict, str], None] | None = None) -> dict:
+    """A training script's command line: --config over base, check_config (plus check(config,
+    source) for a script's own keys), then main(config, resume=, progress=)."""
+    args = parse_args(argv, doc)
+
+    def run() -> dict:
+        source = args.config or "RUN_CONFIG"
+        if args.resume and not args.config:  # continue the run with the config it was started with
+            path = Path(base["training"]["runs_dir"]) / base["training"]["run_name"] / "last.pt"
+            source = str(path)
+            config = merge_config(base, load_checkpoint(path)["config"], source)
+        else:
+            config = load_config(args.config, base) if args.config else copy.deepcopy(base)
+        check_config(config, source)
+        if check is not None:
+            check(config, source)
+        if args.check:
+            print(f"config ok: {json.dumps(config)}")
+            return {"config": config}
+        return main(config, resume=args.resume, progress=not args.no_progress)
+
+    return run_cli(run)
