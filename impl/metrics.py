@@ -88,7 +88,7 @@ def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: 
     parts: dict[str, list] = {"answers": [], "confidence": [], "steps": [], "per_step": [], "per_step_confidence": []}
     try:
         for start in tqdm(range(0, len(inputs), batch_size), desc=desc, leave=False, disable=not progress):
-            x = torch.from_numpy(np.asarray(inputs[start:start + batch_size])).long().to(device)
+            x = torch.from_numpy(np.array(inputs[start:start + batch_size], dtype=np.int64)).to(device)
             pred = model.predict(x, N_sup=N_sup, halt=halt, keep_steps=keep_steps, dtype=dtype)
             parts["answers"].append(pred.answers.cpu().numpy())
             parts["confidence"].append(pred.confidence.float().cpu().numpy())
