@@ -1,9 +1,13 @@
-"""Device and compute dtype: "auto" picks CUDA, then MPS, then CPU, and says why."""
+"""Device and compute dtype: "auto" picks CUDA, then MPS, then CPU, and says why; and whether a
+model and batch can fit in the device's memory at all."""
 from __future__ import annotations
+
+import os
 
 import torch
 
 from errors import ConfigError
+from trm import TRMConfig, swiglu_width
 
 DTYPES = ("auto", "float32", "bfloat16")  # compute dtypes a run may ask for
 
@@ -49,3 +53,42 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
     device, device_why = pick_device(device_name, key="--device")
     dtype, dtype_why = pick_dtype(dtype_name, device, key="--dtype")
     return device, dtype, f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why})"
+
+
+def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
+    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
+    (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
+    copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
+    block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
+    D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
+    W = swiglu_width(D, mcfg.expansion)
+    mixer = 3 * L * swiglu_width(L, mcfg.expansion) if mcfg.mlp_t else 4 * D * D
+    params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
+    per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
+    activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
+    return 5 * 4 * params, activations
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Bytes of memory on the device (CPU: physical memory), or None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_memory(mcfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before allocating, a model and batch that cannot fit in the machine's memory."""
+    params, activations = memory_estimate(mcfg, batch, dtype)
+    have = machine_memory(device)
+    if have is not None and params + activations > have:
+        gib = 2 ** 30
+        raise ConfigError(
+            f"model.hidden_size {mcfg.hidden_size}, training.batch_size {batch}: this run needs at least "
+            f"{(params + activations) / gib:,.1f} GiB ({params / gib:,.1f} GiB for parameters with gradients, Adam "
+            f"and EMA, {activations / gib:,.1f} GiB of activations per supervision step), more than the "
+            f"{have / gib:,.1f} GiB of this {device.type}; lower them")

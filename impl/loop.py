@@ -35,11 +35,11 @@ import rundir
 from adam_atan2 import AdamATan2
 from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
 from config import check_resume_config
-from device import pick_device, pick_dtype
+from device import check_memory, pick_device, pick_dtype
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from metrics import evaluate
 from puzzle_dataset import TrainSampler, training_labels
-from trm import Carry, TRMConfig, count_parameters, swiglu_width, trm_loss
+from trm import Carry, TRMConfig, count_parameters, trm_loss
 
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
@@ -78,7 +78,7 @@ def print0(*args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Pieces: EMA, schedule, optimizer, memory check, signals
+# Pieces: EMA, schedule, optimizer, signals
 
 
 class EMA:
@@ -114,45 +114,6 @@ def make_optimizer(model: torch.nn.Module, t: dict) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer_class = AdamATan2 if t["optimizer"] == "adam_atan2" else torch.optim.AdamW
     return optimizer_class(groups, lr=t["lr"], betas=(t["beta1"], t["beta2"]))
-
-
-def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
-    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
-    (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
-    copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
-    block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
-    D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
-    W = swiglu_width(D, mcfg.expansion)
-    mixer = 3 * L * swiglu_width(L, mcfg.expansion) if mcfg.mlp_t else 4 * D * D
-    params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
-    per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
-    activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
-    return 5 * 4 * params, activations
-
-
-def machine_memory(device: torch.device) -> int | None:
-    """Bytes of memory on the device (CPU: physical memory), or None where unknown."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    if device.type == "cpu" and hasattr(os, "sysconf"):
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            return None
-    return None
-
-
-def check_memory(mcfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Refuse, before allocating, a model and batch that cannot fit in the machine's memory."""
-    params, activations = memory_estimate(mcfg, batch, dtype)
-    have = machine_memory(device)
-    if have is not None and params + activations > have:
-        gib = 2 ** 30
-        raise ConfigError(
-            f"model.hidden_size {mcfg.hidden_size}, training.batch_size {batch}: this run needs at least "
-            f"{(params + activations) / gib:,.1f} GiB ({params / gib:,.1f} GiB for parameters with gradients, Adam "
-            f"and EMA, {activations / gib:,.1f} GiB of activations per supervision step), more than the "
-            f"{have / gib:,.1f} GiB of this {device.type}; lower them")
 
 
 class StopFlag:
@@ -258,6 +219,12 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
         distributed.shutdown()
 
 
+def eval_arrays(split, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and training labels (IGNORE_LABEL where no target) of a split's first `limit` examples (0: all)."""
+    n = min(limit or split.n_examples, split.n_examples)
+    return np.array(split.inputs[:n]), split.labels_for_training(np.arange(n))
+
+
 def model_config(config: dict, meta) -> TRMConfig:
     return TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len, **config["model"])
 
@@ -310,7 +277,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                   carry=model.initial_carry(B, device, dtype),
                   steps=torch.zeros(G, dtype=torch.long, device=device),
                   halted=torch.ones(G, dtype=torch.bool, device=device))
-    step, best_exact, elapsed_before = 0, -1.0, 0.0
+    step, best_exact, best_step, elapsed_before = 0, -1.0, 0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     if resume:
@@ -332,6 +299,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                       Carry(s["y"][:, mine].to(device, dtype), s["z"][:, mine].to(device, dtype)),
                       s["steps"].to(device), s["halted"].to(device))
         step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
+        best_step = ckpt.get("best_step", 0)
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
     elif d.is_main:
@@ -357,7 +325,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.model.state_dict() if ema is not None else None,
             "ema_updates": ema.updates if ema is not None else 0,
-            "step": step, "best_exact": best_exact, "elapsed": elapsed_before + (time.time() - t_start),
+            "step": step, "best_exact": best_exact, "best_step": best_step,
+            "elapsed": elapsed_before + (time.time() - t_start),
             "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
             "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
             "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": y, "z": z,
@@ -366,15 +335,18 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
 
     eval_model = ema.model if ema is not None else model
     eval_N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
-    test = data.test
-    limit = t_cfg["eval_limit"] or test.n_examples
-    test_inputs = np.asarray(test.inputs[:limit])
-    test_labels = test.labels_for_training(np.arange(min(limit, test.n_examples)))
     valid_fn = data.hooks.valid_fn(meta) if data.hooks is not None else None
+    # best.pt is chosen on the validation split; the test split is read only at the end, for the
+    # last and the best checkpoint. Without a validation split, the test split chooses (and says so).
+    select_name = "val" if data.val is not None else "test"
+    if data.val is None:
+        print0("note: no validation split (data.n_val, data.val_subset): best.pt is chosen on the test split, "
+               "so its test figure is optimistic")
+    pick = {name: eval_arrays(split, t_cfg["eval_limit"]) for name, split in (("val", data.val), ("test", data.test))
+            if split is not None}
 
-    def run_eval() -> dict:
-        return evaluate(eval_model, test_inputs, test_labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype,
-                        valid_fn=valid_fn)
+    def run_eval(split: str, net: torch.nn.Module = eval_model) -> dict:
+        return evaluate(net, *pick[split], eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn)
 
     window = dict.fromkeys(WINDOW_KEYS, 0)
     t_start = time.time()
@@ -464,14 +436,15 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         if step % t_cfg["eval_every"] == 0 or boundary:
             state = checkpoint_state()  # collective: all processes take part
             if d.is_main:
-                metrics = run_eval()
+                metrics = run_eval(select_name)
                 improved = metrics["exact_acc"] > best_exact
-                best_exact = state["best_exact"] = max(best_exact, metrics["exact_acc"])
-                print0(f"eval {step:6d} | token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
+                if improved:
+                    best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
+                print0(f"eval {step:6d} | {select_name} token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
                        f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
                        f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
-                log({"kind": "eval", "step": step, "time_s": round(elapsed_before + time.time() - t_start, 1),
-                     **metrics})
+                log({"kind": "eval", "split": select_name, "step": step,
+                     "time_s": round(elapsed_before + time.time() - t_start, 1), **metrics})
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
@@ -488,11 +461,20 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
             break
     bar.close()
-    if d.is_main and not metrics:  # nothing left to train (e.g. resuming a finished run)
-        metrics = run_eval()
-    total_time = elapsed_before + time.time() - t_start
-    result = {**metrics, "step": step, "best_exact_acc": best_exact, "time_s": total_time, "run_dir": str(run_dir)}
+    result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}
     if d.is_main:
-        print0(f"done: step {step}, held-out token {metrics['token_acc']:.4f} exact {metrics['exact_acc']:.4f} "
-               f"(best {best_exact:.4f}), {total_time:.0f}s; checkpoints in {run_dir}")
+        test_last = metrics if select_name == "test" and metrics else run_eval("test")
+        test_best = test_last
+        if best_step != step and best_path.exists():  # the best checkpoint's weights, on the test split
+            best_net = copy.deepcopy(eval_model)
+            load_weights(best_net, load_checkpoint(best_path)["ema" if ema is not None else "model"], best_path)
+            test_best = run_eval("test", best_net)
+        for which, m, at in (("last", test_last, step), ("best", test_best, best_step)):
+            log({"kind": "test", "checkpoint": which, "step": at, **m})
+        result.update(test_last, best_test=test_best)
+        total_time = elapsed_before + time.time() - t_start
+        print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}; "
+               f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
+               f"{test_best['exact_acc']:.4f}; {total_time:.0f}s; checkpoints in {run_dir}")
+    result["time_s"] = elapsed_before + time.time() - t_start
     return result

@@ -142,7 +142,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
     fresh.load_state_dict(ckpt["ema"])
     data = puzzles.load(config["data"], progress=False)
     dtype, _ = pick_dtype(config["training"]["dtype"], torch.device("cpu"))  # the run's: tiny runs are pinned to cpu
-    inputs, labels = np.asarray(data.test.inputs), data.test.labels_for_training(np.arange(data.test.n_examples))
+    inputs, labels = np.array(data.test.inputs), data.test.labels_for_training(np.arange(data.test.n_examples))
     metrics = evaluate(fresh, inputs, labels, 4, 64, torch.device("cpu"), dtype)
     assert metrics["exact_acc"] == result["exact_acc"] and metrics["token_acc"] == result["token_acc"]
     path = tmp_path / "again.pt"
@@ -201,3 +201,29 @@ def test_fresh_runs_keep_every_earlier_run(tmp_path):
     assert (run_dir / "previous-2" / "last.pt").read_bytes() == saved[1]
     assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 4
     assert sorted(p.name for p in (run_dir / "previous-1").iterdir()) == ["best.pt", "config.json", "last.pt", "log.jsonl"]
+
+
+def test_best_checkpoint_is_chosen_without_reading_the_test_split(tmp_path):
+    """With a validation split, best.pt is chosen on it: scrambling every test label changes the
+    test figures but not which step best.pt holds, nor its weights. The test split is read at the
+    end only, for the last and the best checkpoint."""
+    import shutil
+    config = tiny_run_config(tmp_path, max_steps=30, eval_every=5)
+    config["data"]["n_val"] = 32
+    first = train_trm.main(config, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records if r["kind"] == "eval"} == {"val"}
+    assert [r["checkpoint"] for r in records if r["kind"] == "test"] == ["last", "best"]
+    data_folder = next((tmp_path / "data").iterdir())
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(data_folder, poisoned)
+    labels = np.load(poisoned / "test" / "all__labels.npy")
+    np.save(poisoned / "test" / "all__labels.npy", np.random.default_rng(0).permutation(labels.ravel()).reshape(labels.shape))
+    config = tiny_run_config(tmp_path, max_steps=30, eval_every=5, run_name="poisoned")
+    config["data"]["path"] = str(poisoned)
+    second = train_trm.main(config, progress=False)
+    assert second["best_step"] == first["best_step"] and second["best_exact_acc"] == first["best_exact_acc"]
+    a = checkpoint.load_checkpoint(tmp_path / "runs" / "tiny" / "best.pt")["ema"]
+    b = checkpoint.load_checkpoint(tmp_path / "runs" / "poisoned" / "best.pt")["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert second["exact_acc"] < first["exact_acc"] or first["exact_acc"] == 0.0  # the test figures did change
