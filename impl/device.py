@@ -12,8 +12,16 @@ from trm import TRMConfig, swiglu_width
 DTYPES = ("auto", "float32", "bfloat16")  # compute dtypes a run may ask for
 
 
-def pick_device(name: str, local_rank: int = 0, key: str = "training.device") -> tuple[torch.device, str]:
-    """The device for name; under torchrun, "auto" and "cuda" mean this process's own GPU."""
+def pick_device(name: str, local_rank: int = 0, key: str = "training.device",
+                local_processes: int = 1) -> tuple[torch.device, str]:
+    """The device for name; under torchrun, "auto" and "cuda" mean this process's own GPU, so the
+    machine needs one GPU per process (local_processes) or the run stops here, saying what to do."""
+    if name in ("auto", "cuda") and local_processes > 1 and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if local_processes > count:
+            raise ConfigError(f"{key}: torchrun started {local_processes} processes on this machine, but it has "
+                              f"{count} GPU{'s' if count != 1 else ''}: one GPU per process. Start at most {count} "
+                              f"(--nproc_per_node={count}), or set {key}: \"cpu\" to run them on the CPU (gloo)")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     if name != "auto":

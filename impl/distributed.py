@@ -22,6 +22,7 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1  # processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +37,9 @@ def from_env() -> Dist:
     """The torchrun placement of this process, or a single process when any variable is missing."""
     if not all(key in os.environ for key in ENV_KEYS):
         return Dist()
-    return Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    world = int(os.environ["WORLD_SIZE"])
+    return Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world,
+                int(os.environ.get("LOCAL_WORLD_SIZE", world)))
 
 
 def init(d: Dist, device: torch.device) -> None:

@@ -196,7 +196,12 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
     """Train with a full, checked config. Under torchrun each process trains its slice of the
     global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks."""
     d = distributed.from_env()
-    device, device_why = pick_device(config["training"]["device"], d.local_rank)
+    try:
+        device, device_why = pick_device(config["training"]["device"], d.local_rank, local_processes=d.local_world_size)
+    except ConfigError:
+        if not d.is_main:  # every process finds the same problem; rank 0 alone says it, in one line
+            raise SystemExit(1) from None
+        raise
     run_dir = Path(config["training"]["runs_dir"]) / config["training"]["run_name"]
     lock = rundir.RunLock(run_dir) if d.is_main else None
     distributed.init(d, device)

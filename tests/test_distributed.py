@@ -69,3 +69,26 @@ def test_compile_flag_still_trains(tmp_path):
     assert result["step"] == 4 and 0.0 <= result["token_acc"] <= 1.0
     ckpt = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
     assert not any("_orig_mod" in key for key in ckpt["model"])  # weights saved from the plain module
+
+
+def test_more_processes_than_gpus_stop_at_start_with_one_line(monkeypatch, tmp_path, capsys):
+    """torchrun with 2 processes on a machine with 1 GPU (simulated): rank 0 says what to do in one
+    line; the other rank exits quietly with status 1; nothing is started or written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "a simulated GPU")
+    config = tiny_run_config(tmp_path, device="auto")
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(train_trm.loop.ConfigError,
+                       match=r"training.device: torchrun started 2 processes on this machine, but it has 1 GPU: one "
+                             r"GPU per process. Start at most 1 \(--nproc_per_node=1\), or set training.device: \"cpu\""):
+        train_trm.main(config, progress=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        train_trm.main(config, progress=False)
+    assert e.value.code == 1 and capsys.readouterr().err == ""
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per machine: its GPU is there
+    assert train_trm.loop.pick_device("auto", 0, local_processes=1)[0].type == "cuda"
