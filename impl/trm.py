@@ -447,7 +447,10 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
     edge of numerical stability"): s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise. Per-element
     loss, 0 where the label is IGNORE_LABEL."""
     logits = logits.double()
-    s = torch.where(logits < 0, 1.0 / (1.0 - logits), logits + 1.0)
+    # The negative branch sees min(x, 0): torch.where back-propagates 0 x d/dx of the branch it did not
+    # take, and 1/(1-x) has a pole at x = 1, which bf16 logits hit exactly (0 x inf = NaN). The
+    # official code adds 1e-30 inside for the same reason; values are the same either way.
+    s = torch.where(logits < 0, 1.0 / (1.0 - logits.clamp(max=0.0)), logits + 1.0)
     logprobs = torch.log(s / s.sum(dim=-1, keepdim=True))
     valid = labels != IGNORE_LABEL
     picked = logprobs.gather(-1, torch.where(valid, labels, 0).long().unsqueeze(-1)).squeeze(-1)

@@ -303,3 +303,11 @@ def test_ignored_positions_do_not_count_in_the_loss(loss):
     right[0, 3:] = torch.randn(3, 5)                                # wrong only where nothing counts
     solved = trm_loss(right, q, labels, loss)
     assert solved.solved.tolist() == [True, True] and solved.token_acc.tolist() == [1.0, 1.0]
+
+
+def test_stablemax_gradient_is_finite_where_a_logit_is_exactly_one():
+    """bf16 logits land on 1.0 exactly; the stable-max loss must still have a finite gradient."""
+    from trm import stablemax_cross_entropy
+    logits = torch.tensor([[[1.0, -2.0, 0.5, 1.0]]], requires_grad=True)
+    stablemax_cross_entropy(logits, torch.tensor([[2]])).sum().backward()
+    assert torch.isfinite(logits.grad).all()
