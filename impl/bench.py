@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from device import pick_device
+from device import cpu_description, pick_device
 from errors import run_cli
 from trm import TRM, TRMConfig, swiglu_width, trm_loss
 
@@ -40,10 +40,10 @@ def model_flops(cfg: TRMConfig, batch: int) -> dict:
     Elementwise work (norms, activations, rotary) is left out, as is usual for MFU.
     """
     L, B, D = cfg.total_len, batch, cfg.hidden_size
-    W = swiglu_width(D, cfg.expansion)
+    W = swiglu_width(D, cfg.expansion, cfg.width_multiple)
     tokens = L * B
     if cfg.mlp_t:
-        Wt = swiglu_width(L, cfg.expansion)
+        Wt = swiglu_width(L, cfg.expansion, cfg.width_multiple)
         mixer = 2 * (2 * Wt) * L * (B * D) + 2 * L * Wt * (B * D)
     else:
         mixer = 2 * tokens * D * 3 * D + 2 * tokens * D * D + 2 * 2 * B * L * L * D
@@ -152,11 +152,13 @@ def format_row(r: dict) -> str:
 def run_case(args: argparse.Namespace, variant: str, hidden: int, dtype_name: str, device: torch.device) -> dict:
     cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
                     num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
-                    mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope")
+                    mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope",
+                    n_prefix=args.prefix, width_multiple=args.width_multiple)
     row = bench_one(cfg, args.batch, getattr(torch, dtype_name), device, args.repeats, args.steps_per_repeat,
                     args.infer_steps, args.compile)
     row.update(variant=variant, hidden=hidden, dtype=dtype_name, batch=args.batch, grid=args.grid,
-               T=args.T, n=args.n, compile=args.compile, device=str(device))
+               T=args.T, n=args.n, prefix=args.prefix, width_multiple=args.width_multiple, compile=args.compile,
+               device=str(device))
     return row
 
 
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--T", type=int, default=3, help="T in paper: cycles per supervision step")
     p.add_argument("--n", type=int, default=6, help="n in paper: latent updates per cycle")
     p.add_argument("--layers", type=int, default=2, help="blocks in f")
+    p.add_argument("--prefix", type=int, default=1, help="prefix positions (official: 16)")
+    p.add_argument("--width-multiple", type=int, default=256, help="SwiGLU widths rounded up to this (1: exact)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median is reported)")
     p.add_argument("--steps-per-repeat", type=int, default=3, help="training steps per timed repeat")
     p.add_argument("--infer-steps", type=int, default=16, help="supervision steps per inference call")
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not isinstance(getattr(torch, name, None), torch.dtype):
             sys.exit(f"error: --dtypes: {name!r} is not a torch dtype (e.g. float32, bfloat16)")
     print(f"device {device} ({why}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"python {platform.python_version()}, {platform.processor() or platform.machine()}")
+          f"python {platform.python_version()}")
+    print(f"cpu: {cpu_description()}" if device.type == "cpu" else f"gpu: {torch.cuda.get_device_name(device)}")
     cases = [(variant, int(hidden), name) for variant in args.variants.split(",")
              for hidden in args.hidden.split(",") for name in args.dtypes.split(",")]
     peaks = {name: matmul_peak(getattr(torch, name), device) for name in args.dtypes.split(",")}

@@ -3,6 +3,7 @@ model and batch can fit in the device's memory at all."""
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -41,6 +42,27 @@ def pick_device(name: str, local_rank: int = 0, key: str = "training.device",
     return torch.device("cpu"), "auto: no CUDA or MPS device found"
 
 
+def cpu_description() -> str:
+    """This machine's CPU by name, with the flags that decide bf16 speed, for speed tables: a user
+    matches their machine to the figures measured on a CPU of the same kind."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux: the name platform gives
+        pass
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "?"
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (f"{name}, {os.cpu_count()} cores, {simd}, native bf16: {'yes' if native else 'no'}"
+            + (f" ({', '.join(bf16)})" if bf16 else ""))
+
+
 def pick_dtype(name: str, device: torch.device, key: str = "training.dtype") -> tuple[torch.dtype, str]:
     if name not in DTYPES:
         raise ConfigError(f"{key}: {name!r} is not one of {', '.join(DTYPES)}")
@@ -69,8 +91,8 @@ def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[in
     copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
     block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
     D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
-    W = swiglu_width(D, mcfg.expansion)
-    mixer = 3 * L * swiglu_width(L, mcfg.expansion) if mcfg.mlp_t else 4 * D * D
+    W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
+    mixer = 3 * L * swiglu_width(L, mcfg.expansion, mcfg.width_multiple) if mcfg.mlp_t else 4 * D * D
     params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
     per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
     activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()

@@ -35,7 +35,7 @@ import rundir
 from adam_atan2 import AdamATan2
 from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
 from config import check_resume_config
-from device import check_memory, pick_device, pick_dtype
+from device import check_memory, cpu_description, pick_device, pick_dtype
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from metrics import evaluate
 from puzzle_dataset import TrainSampler, training_labels
@@ -44,6 +44,7 @@ from trm import Carry, TRMConfig, count_parameters, trm_loss
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
+                     "training.eval_stop_unchanged",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download")
 
@@ -241,6 +242,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
+    if device.type == "cpu":
+        print0(f"cpu: {cpu_description()}")
 
     if not d.is_main:
         distributed.barrier(d)  # rank 0 builds the dataset first, then the others read it
@@ -347,11 +350,17 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     if data.val is None:
         print0("note: no validation split (data.n_val, data.val_subset): best.pt is chosen on the test split, "
                "so its test figure is optimistic")
-    pick = {name: eval_arrays(split, t_cfg["eval_limit"]) for name, split in (("val", data.val), ("test", data.test))
-            if split is not None}
+    # Evaluations during training read at most eval_limit examples and may stop a puzzle once its
+    # answer is settled (eval_stop_unchanged); the final test reads the whole split, all N_sup steps.
+    during = eval_arrays(data.val if data.val is not None else data.test, t_cfg["eval_limit"])
+    final = {"test": eval_arrays(data.test, 0)}
 
     def run_eval(split: str, net: torch.nn.Module = eval_model) -> dict:
-        return evaluate(net, *pick[split], eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn)
+        if split == "during":
+            return {**evaluate(net, *during, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
+                               stop_unchanged=t_cfg["eval_stop_unchanged"]),
+                    "stop_unchanged": t_cfg["eval_stop_unchanged"]}
+        return evaluate(net, *final[split], eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn)
 
     window = dict.fromkeys(WINDOW_KEYS, 0)
     t_start = time.time()
@@ -441,7 +450,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         if step % t_cfg["eval_every"] == 0 or boundary:
             state = checkpoint_state()  # collective: all processes take part
             if d.is_main:
-                metrics = run_eval(select_name)
+                metrics = run_eval("during")
                 improved = metrics["exact_acc"] > best_exact
                 if improved:
                     best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
@@ -468,7 +477,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     bar.close()
     result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}
     if d.is_main:
-        test_last = metrics if select_name == "test" and metrics else run_eval("test")
+        test_last = run_eval("test")
         test_best = test_last
         if best_step != step and best_path.exists():  # the best checkpoint's weights, on the test split
             best_net = copy.deepcopy(eval_model)

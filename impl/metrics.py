@@ -80,7 +80,8 @@ def puzzle_metrics(inputs, labels, answers, confidence=None, steps=None, valid_f
 
 @torch.no_grad()
 def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: torch.device, dtype: torch.dtype,
-                halt: bool = False, keep_steps: bool = False, progress: bool = False, desc: str = "eval") -> dict:
+                halt: bool = False, keep_steps: bool = False, progress: bool = False, desc: str = "eval",
+                stop_unchanged: int = 0) -> dict:
     """model.predict over inputs in batches: answers (N, S), confidence (N,), steps (N,) and, with
     keep_steps, per_step (K, N, S) and per_step_confidence (K, N). Restores train/eval mode."""
     was_training = model.training
@@ -89,7 +90,8 @@ def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: 
     try:
         for start in tqdm(range(0, len(inputs), batch_size), desc=desc, leave=False, disable=not progress):
             x = torch.from_numpy(np.array(inputs[start:start + batch_size], dtype=np.int64)).to(device)
-            pred = model.predict(x, N_sup=N_sup, halt=halt, keep_steps=keep_steps, dtype=dtype)
+            pred = model.predict(x, N_sup=N_sup, halt=halt, keep_steps=keep_steps, dtype=dtype,
+                                 stop_unchanged=stop_unchanged)
             parts["answers"].append(pred.answers.cpu().numpy())
             parts["confidence"].append(pred.confidence.float().cpu().numpy())
             parts["steps"].append(pred.steps.cpu().numpy())
@@ -110,10 +112,12 @@ def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: 
 
 def evaluate(model, inputs: np.ndarray, labels: np.ndarray, N_sup: int, batch_size: int, device: torch.device,
              dtype: torch.dtype, progress: bool = False, halt: bool = False, valid_fn: ValidFn | None = None,
-             breakdowns: dict[str, np.ndarray] | None = None) -> dict:
+             breakdowns: dict[str, np.ndarray] | None = None, stop_unchanged: int = 0) -> dict:
     """puzzle_metrics after N_sup supervision steps. halt=False runs every puzzle N_sup steps (the
-    official evaluation); halt=True stops each at its first step whose halting logit is > 0."""
-    pred = predict_all(model, inputs, N_sup, batch_size, device, dtype, halt=halt, progress=progress)
+    official evaluation); halt=True stops each at its first step whose halting logit is > 0;
+    stop_unchanged=k stops each once its answer has not changed for k steps (TRM.predict)."""
+    pred = predict_all(model, inputs, N_sup, batch_size, device, dtype, halt=halt, progress=progress,
+                       stop_unchanged=stop_unchanged)
     return puzzle_metrics(inputs, labels, pred["answers"], pred["confidence"], pred["steps"], valid_fn, breakdowns)
 
 

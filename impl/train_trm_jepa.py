@@ -56,6 +56,7 @@ RUN_CONFIG = {
         "num_layers": 2,             # blocks in the tiny network f (paper: 2)
         "num_heads": 2,              # attention heads (unused with mlp_t)
         "expansion": 4.0,            # SwiGLU width factor
+        "width_multiple": 256,       # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact widths)
         "T": 2,                      # T in paper (3): cycles per supervision step, the first T-1 without grad
         "n": 3,                      # n in paper (6): latent updates z <- f(x + y + z) per cycle
         "N_sup": 16,                 # N_sup in paper: max supervision steps per puzzle
@@ -113,7 +114,8 @@ RUN_CONFIG = {
         "ckpt_every": 0,             # also save last.pt every this many steps (0: at evaluations only)
         "eval_batch_size": 256,      # puzzles per evaluation batch
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
-        "eval_limit": 0,             # evaluate on at most this many held-out puzzles (0: all)
+        "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
+        "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
         "log_every": 50,             # write a log line every this many steps
         "device": "auto",            # auto | cpu | cuda | cuda:N | mps
         "dtype": "auto",             # auto | float32 | bfloat16 (compute dtype of the recursion)

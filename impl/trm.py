@@ -53,6 +53,7 @@ class TRMConfig:
     num_layers: int = 2              # blocks in the tiny network f (paper: 2)
     num_heads: int = 2               # attention heads (unused with mlp_t)
     expansion: float = 4.0           # SwiGLU width factor
+    width_multiple: int = 256        # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact)
     T: int = 3                       # T in paper (official: H_cycles); T-1 cycles run without grad
     n: int = 6                       # n in paper (official: L_cycles); z updates per cycle
     N_sup: int = 16                  # N_sup in paper (official: halt_max_steps)
@@ -67,6 +68,7 @@ class TRMConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            ("width_multiple", self.width_multiple >= 1, "must be >= 1"),
             ("vocab_size", self.vocab_size >= 2, "must be >= 2"),
             ("seq_len", self.seq_len >= 1, "must be >= 1"),
             ("hidden_size", self.hidden_size >= 1, "must be >= 1"),
@@ -97,10 +99,11 @@ class TRMConfig:
         return self.n_prefix + self.seq_len
 
 
-def swiglu_width(size: int, expansion: float) -> int:
-    """Hidden width of a SwiGLU layer, as in the official code: 2/3 * expansion * size, rounded up to 256."""
+def swiglu_width(size: int, expansion: float, multiple: int = 256) -> int:
+    """Hidden width of a SwiGLU layer: 2/3 * expansion * size, rounded up to a multiple of `multiple`
+    (the official code: 256; at CPU sizes that pads a 37-cell mixer to 256 wide, and 1 keeps 99)."""
     width = round(expansion * size * 2 / 3)
-    return -(width // -256) * 256
+    return -(width // -multiple) * multiple
 
 
 def truncated_normal_std(bound: float = 2.0) -> float:
@@ -150,9 +153,9 @@ class CastedLinear(nn.Linear):
 class SwiGLU(nn.Module):
     """Feed-forward over the hidden dimension: down(silu(gate(h)) * up(h)), gate and up fused."""
 
-    def __init__(self, dim: int, expansion: float) -> None:
+    def __init__(self, dim: int, expansion: float, multiple: int = 256) -> None:
         super().__init__()
-        width = swiglu_width(dim, expansion)
+        width = swiglu_width(dim, expansion, multiple)
         self.gate_up = CastedLinear(dim, 2 * width, bias=False)
         self.down = CastedLinear(width, dim, bias=False)
 
@@ -169,9 +172,9 @@ class SequenceMLP(nn.Module):
     Its width follows from L = n_prefix + seq_len (swiglu_width: 512 at 9x9 with 16 prefix positions).
     """
 
-    def __init__(self, length: int, expansion: float) -> None:
+    def __init__(self, length: int, expansion: float, multiple: int = 256) -> None:
         super().__init__()
-        width = swiglu_width(length, expansion)
+        width = swiglu_width(length, expansion, multiple)
         self.width = width
         self.gate_up = nn.Parameter(torch.empty(2 * width, length))  # like nn.Linear(L, 2W).weight
         self.down = nn.Parameter(torch.empty(length, width))          # like nn.Linear(W, L).weight
@@ -233,10 +236,10 @@ class Block(nn.Module):
         self.eps = config.rms_norm_eps
         self.mix_norm_dim = 0 if config.mlp_t and config.mlp_t_norm == "sequence" else -1
         if config.mlp_t:
-            self.mix = SequenceMLP(config.total_len, config.expansion)
+            self.mix = SequenceMLP(config.total_len, config.expansion, config.width_multiple)
         else:
             self.mix = Attention(config.hidden_size, config.num_heads)
-        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        self.mlp = SwiGLU(config.hidden_size, config.expansion, config.width_multiple)
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         mixed = self.mix(h) if isinstance(self.mix, SequenceMLP) else self.mix(h, rope)
@@ -397,12 +400,14 @@ class TRM(nn.Module):
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, N_sup: int | None = None, halt: bool = False,
-                keep_steps: bool = False, dtype: torch.dtype = torch.float32) -> Prediction:
+                keep_steps: bool = False, dtype: torch.dtype = torch.float32, stop_unchanged: int = 0) -> Prediction:
         """Run up to N_sup supervision steps on puzzles (B, seq_len).
 
         halt=False runs every puzzle for N_sup steps (as the official evaluation does); halt=True
         freezes a puzzle's answer at the first step where the halting head says "correct"
-        (logit > 0). keep_steps=True also returns the answer after every step.
+        (logit > 0). stop_unchanged=k freezes a puzzle once its answer has not changed for k steps
+        (a cheaper evaluation; the batch ends when every puzzle is frozen). keep_steps=True also
+        returns the answer after every step (and runs all N_sup steps).
         """
         steps_max = N_sup or self.config.N_sup
         B = inputs.shape[0]
@@ -412,12 +417,15 @@ class TRM(nn.Module):
         steps = torch.zeros(B, dtype=torch.long, device=device)
         confidence = torch.zeros(B, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
+        unchanged = torch.zeros(B, dtype=torch.long, device=device)  # steps the answer has not changed
         history, history_conf = [], []
         for step in range(1, steps_max + 1):
             carry, logits, q_logit = self(inputs, carry)
             current = logits.argmax(dim=-1)
             prob = torch.sigmoid(q_logit.float())
             live = ~done
+            if stop_unchanged and step > 1:
+                unchanged = torch.where((current == answers).all(dim=1), unchanged + 1, 0)
             answers = torch.where(live[:, None], current, answers)
             confidence = torch.where(live, prob, confidence)
             steps = torch.where(live, step, steps)
@@ -426,8 +434,10 @@ class TRM(nn.Module):
                 history_conf.append(prob)
             if halt:
                 done = done | (q_logit > 0)
-                if bool(done.all()) and not keep_steps:
-                    break
+            if stop_unchanged:
+                done = done | (unchanged >= stop_unchanged)
+            if (halt or stop_unchanged) and bool(done.all()) and not keep_steps:
+                break
         return Prediction(
             answers=answers, steps=steps, confidence=confidence,
             per_step=torch.stack(history) if keep_steps else None,

@@ -227,3 +227,14 @@ def test_best_checkpoint_is_chosen_without_reading_the_test_split(tmp_path):
     b = checkpoint.load_checkpoint(tmp_path / "runs" / "poisoned" / "best.pt")["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert second["exact_acc"] < first["exact_acc"] or first["exact_acc"] == 0.0  # the test figures did change
+
+
+def test_evaluations_during_training_read_a_subset_and_the_final_test_reads_all(tmp_path):
+    config = tiny_run_config(tmp_path, max_steps=10, eval_every=5, eval_limit=20, eval_stop_unchanged=2)
+    result = train_trm.main(config, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
+    during = [r for r in records if r["kind"] == "eval"]
+    assert [r["n"] for r in during] == [20, 20] and all(r["stop_unchanged"] == 2 for r in during)
+    tests = [r for r in records if r["kind"] == "test"]
+    assert [r["n"] for r in tests] == [64, 64] and result["n"] == 64   # the whole held-out split
+    assert all(r["avg_steps"] == 4 for r in tests)                       # all N_sup steps, no early stop

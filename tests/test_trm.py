@@ -311,3 +311,34 @@ def test_stablemax_gradient_is_finite_where_a_logit_is_exactly_one():
     logits = torch.tensor([[[1.0, -2.0, 0.5, 1.0]]], requires_grad=True)
     stablemax_cross_entropy(logits, torch.tensor([[2]])).sum().backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_stopping_on_unchanged_answers_gives_the_answers_of_all_steps_when_they_are_stable():
+    """A model whose answers change for 3 steps and then stay (scripted): stop_unchanged=2 stops each
+    puzzle 2 steps after its answer settled, with exactly the answers of all 12 steps."""
+
+    class Settling(TRM):
+        calls = 0
+
+        def forward(self, inputs, carry):
+            Settling.calls += 1
+            step = min(Settling.calls, 3)
+            answer = (inputs + step) % self.config.vocab_size        # changes at steps 1..3, then stays
+            logits = torch.nn.functional.one_hot(answer, self.config.vocab_size).float()
+            return carry, logits, torch.full((inputs.shape[0],), -5.0)
+
+    model = Settling(TRMConfig(vocab_size=6, seq_len=16, hidden_size=32, num_heads=2, T=1, n=1, N_sup=12)).eval()
+    x = torch.randint(1, 6, (8, 16))
+    full = model.predict(x)
+    Settling.calls = 0
+    early = model.predict(x, stop_unchanged=2)
+    assert Settling.calls == 5 and early.steps.tolist() == [5] * 8   # unchanged at steps 4 and 5
+    assert torch.equal(early.answers, full.answers) and full.steps.tolist() == [12] * 8
+
+
+def test_exact_widths_option():
+    cfg = TRMConfig(vocab_size=8, seq_len=36, hidden_size=128, mlp_t=True, pos_encoding="none", width_multiple=1)
+    block = TRM(cfg).net.blocks[0]
+    assert block.mix.width == round(4 * 37 * 2 / 3) == 99                  # the official rounding makes 256
+    assert block.mlp.down.weight.shape == (128, round(4 * 128 * 2 / 3))    # 341, officially 512
+    assert TRM(TRMConfig(vocab_size=8, seq_len=36, hidden_size=128, mlp_t=True, pos_encoding="none")).net.blocks[0].mix.width == 256
