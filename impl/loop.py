@@ -37,6 +37,7 @@ from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint
 from config import check_resume_config
 from device import check_memory, cpu_description, pick_device, pick_dtype
 from errors import ConfigError, Interrupted, NonFiniteLoss
+from loggers import RunLog
 from metrics import evaluate
 from puzzle_dataset import TrainSampler, training_labels
 from trm import Carry, TRMConfig, count_parameters, trm_loss
@@ -321,9 +322,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
         write_text_atomic(log_path, "".join(line + "\n" for line in kept))
 
-    def log(record: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    run_log = RunLog(run_dir, config, resume) if d.is_main else None
+    log = run_log.write if run_log is not None else None
 
     def checkpoint_state() -> dict:
         """Collective: every process contributes its carry; only rank 0 uses the result."""
@@ -486,6 +486,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         for which, m, at in (("last", test_last, step), ("best", test_best, best_step)):
             log({"kind": "test", "checkpoint": which, "step": at, **m})
         result.update(test_last, best_test=test_best)
+        run_log.close()
         total_time = elapsed_before + time.time() - t_start
         print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}; "
                f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "

@@ -21,6 +21,7 @@ from checkpoint import load_checkpoint
 from config import check_rules, load_config, merge_config
 from device import DTYPES
 from errors import ConfigError, run_cli
+from loggers import WANDB_MODES, check_packages
 from trm import LOSSES, TRMConfig
 
 OPTIMIZERS = ("adamw", "adam_atan2")
@@ -47,12 +48,14 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
         ("training.optimizer", t["optimizer"] in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
         ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+        ("training.wandb_mode", t["wandb_mode"] in WANDB_MODES, f"must be one of {', '.join(WANDB_MODES)}"),
     ]
     check_rules(config, rules, source)
     try:
         rundir.check_run_name(t["run_name"])
         TRMConfig(vocab_size=2, seq_len=1, **config["model"])
         puzzles.check_data_config(d)
+        check_packages(t)
     except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"
         raise ConfigError(f"{source}: {e}") from None
 

@@ -117,6 +117,9 @@ RUN_CONFIG = {
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
         "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
         "log_every": 50,             # write a log line every this many steps
+        "tensorboard": False,        # also write TensorBoard event files in the run folder (pip install tensorboard)
+        "wandb_project": "",         # also log to this Weights & Biases project ("": off; pip install wandb)
+        "wandb_mode": "offline",     # offline (no account needed; `wandb sync` later) | online
         "device": "auto",            # auto | cpu | cuda | cuda:N | mps
         "dtype": "auto",             # auto | float32 | bfloat16 (compute dtype of the recursion)
         "compile": False,            # torch.compile the tiny network
