@@ -1,0 +1,356 @@
+"""Run a grid of training runs under an equal budget, and summarise them as tables and plots.
+
+    python impl/study.py study_depth.json                   # the runs, results.csv/json, summary, plots
+    python impl/study.py study_depth.json --out runs/x      # elsewhere (default: runs/study_<name>)
+    python impl/study.py study_depth.json --summary-only    # tables and plots from the finished runs
+
+A study file names a training script, a base override (as for --config), the values to sweep
+(every combination of "grid"; "zip" values move together), the seeds, and the budget each run gets:
+
+    {"name": "depth", "script": "train_trm.py", "base": {"data": {"grid_size": 6}},
+     "grid": {"model.num_layers": [1, 2, 4], "model.n": [2, 4, 8]}, "seeds": [0, 1, 2],
+     "budget": {"tflops": 60}, "depth": {"steps": 32, "limit": 200}}
+
+Budget: "tflops" gives every run the same number of training FLOPs (matrix products of the
+supervision steps, counted from the shapes by flops.py; evaluation not counted): the steps follow
+from each run's model, so a deeper network gets fewer steps, and the figure means the same on any
+machine. "minutes" (a wall-clock limit per run) and "steps" are the alternatives; wall clock is
+only comparable on one machine with nothing else running.
+
+Each run is a process of its own (the script with a generated override file in <out>/configs/),
+in its own folder <out>/runs/<name>/. Starting the study again skips finished runs and resumes an
+interrupted one from its last.pt. After training, each run's depth curve (held-out exact accuracy
+after 1..K supervision steps) comes from impl/evaluate.py. Writes results.csv, results.json (a row
+per run), summary.md (mean ± std over seeds per swept setting), and, when matplotlib is installed,
+study.png (accuracy against the first swept key, a line per setting of the others) and depth.png
+(the depth curve of the best setting).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import puzzles
+from checkpoint import load_trained, write_atomic, write_text_atomic
+from device import pick_device_dtype
+from loop import eval_arrays
+from metrics import depth_benchmark
+from config import parse_json
+from errors import ConfigError, UserError, run_cli
+from flops import model_flops
+from trm import TRM, TRMConfig, count_parameters
+
+IMPL = Path(__file__).resolve().parent
+SCRIPTS = ("train_trm.py", "train_trm_jepa.py")
+STUDY_KEYS = ("name", "script", "base", "grid", "zip", "seeds", "budget", "depth")
+UNBOUNDED = 10**9
+
+
+# ----------------------------------------------------------------------------------------------
+# The study file and its runs
+
+
+def load_study(path: str) -> dict:
+    try:
+        study = parse_json(Path(path).read_bytes().decode("utf-8-sig"), path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read study file ({e.strerror or type(e).__name__})") from None
+    if not isinstance(study, dict):
+        raise ConfigError(f"{path}: a study file is a JSON object")
+    unknown = [k for k in study if k not in STUDY_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(STUDY_KEYS)})")
+    study = {"script": "train_trm.py", "base": {}, "grid": {}, "zip": {}, "seeds": [0], "depth": {}, **study}
+    if study["script"] not in SCRIPTS:
+        raise ConfigError(f"{path}: script: {study['script']!r} is not one of {', '.join(SCRIPTS)}")
+    if "name" not in study or not isinstance(study["name"], str) or not study["name"]:
+        raise ConfigError(f"{path}: name: a study needs a name (it names its folder)")
+    budget = study.get("budget")
+    if not isinstance(budget, dict) or len(budget) != 1 or next(iter(budget)) not in ("tflops", "minutes", "steps") \
+            or not isinstance(next(iter(budget.values())), (int, float)) or next(iter(budget.values())) <= 0:
+        raise ConfigError(f"{path}: budget: expected one of {{\"tflops\": T}}, {{\"minutes\": M}}, {{\"steps\": S}} "
+                          f"with a number > 0, got {budget!r}")
+    for key in ("grid", "zip"):
+        for name, values in study[key].items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: {key}.{name}: expected a non-empty list of values")
+    lengths = {len(v) for v in study["zip"].values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"{path}: zip: every list must have the same length, got {sorted(lengths)}")
+    if not study["seeds"] or not all(isinstance(s, int) for s in study["seeds"]):
+        raise ConfigError(f"{path}: seeds: expected a non-empty list of integers")
+    return study
+
+
+def settings(study: dict) -> list[dict]:
+    """Every setting of the swept keys: the product of the grid, each with every zip position."""
+    grid = [dict(zip(study["grid"], values)) for values in itertools.product(*study["grid"].values())]
+    n_zip = len(next(iter(study["zip"].values()))) if study["zip"] else 1
+    zips = [{k: v[i] for k, v in study["zip"].items()} for i in range(n_zip)]
+    return [{**g, **z} for g in grid for z in zips]
+
+
+def set_dotted(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        config = config.setdefault(part, {})
+    config[last] = value
+
+
+def run_name(setting: dict, seed: int) -> str:
+    parts = [f"{key.split('.')[-1]}{json.dumps(value).replace(' ', '')}" for key, value in setting.items()]
+    name = "_".join(parts + [f"seed{seed}"])
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+
+
+def script_cmd(study: dict, config_path: Path, *flags: str) -> list[str]:
+    return [sys.executable, str(IMPL / study["script"]), "--config", str(config_path), "--no-progress", *flags]
+
+
+def full_config(study: dict, config_path: Path) -> dict:
+    """The script's RUN_CONFIG merged with an override file, as the script itself checks it."""
+    done = subprocess.run(script_cmd(study, config_path, "--check"), capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        raise ConfigError(f"{config_path}: {lines[-1].removeprefix('error: ')}")
+    return json.loads(done.stdout.split("config ok: ", 1)[1])
+
+
+def plan(study: dict, out: Path) -> list[dict]:
+    """Every run: its name, setting, seed and override file, written to <out>/configs/ and checked
+    by the script itself (once per setting: the seed changes no shape)."""
+    runs, meta = [], None
+    budget_kind, budget = next(iter(study["budget"].items()))
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    for setting in settings(study):
+        override = json.loads(json.dumps(study["base"]))
+        for key, value in setting.items():
+            set_dotted(override, key, value)
+        t = override.setdefault("training", {})
+        if budget_kind == "minutes":
+            t.update(time_limit_min=float(budget), max_steps=UNBOUNDED)
+        elif budget_kind == "steps":
+            t["max_steps"] = int(budget)
+        first = run_name(setting, study["seeds"][0])
+        t.update(seed=study["seeds"][0], runs_dir=str(out / "runs"), run_name=first)
+        write_text_atomic(out / "configs" / f"{first}.json", json.dumps(override, indent=1) + "\n")
+        config = full_config(study, out / "configs" / f"{first}.json")
+        if meta is None:  # every run reads the same dataset folder (built here, once)
+            meta = puzzles.load(config["data"], progress=True).train.meta
+        mcfg = TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len, **config["model"])
+        step_flops = model_flops(mcfg, config["training"]["batch_size"])["train"]
+        if budget_kind == "tflops":
+            t["max_steps"] = max(1, int(budget * 1e12 // step_flops))
+            t["eval_every"] = min(config["training"]["eval_every"], t["max_steps"])
+        for seed in study["seeds"]:
+            name = run_name(setting, seed)
+            t.update(seed=seed, run_name=name)
+            path = out / "configs" / f"{name}.json"
+            write_text_atomic(path, json.dumps(override, indent=1) + "\n")
+            run_config = json.loads(json.dumps(config))
+            run_config["training"].update(t)
+            runs.append({"name": name, "setting": setting, "seed": seed, "config_path": path, "config": run_config,
+                         "params": count_parameters(TRM(mcfg)), "step_flops": step_flops})
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------
+# Running, resuming, collecting
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def finished(run: dict, out: Path) -> bool:
+    """Trained to the end: its log holds the final test of the last checkpoint."""
+    t = run["config"]["training"]
+    tests = [r for r in records(out / "runs" / run["name"]) if r["kind"] == "test" and r.get("checkpoint") == "last"]
+    return bool(tests) and (t["time_limit_min"] > 0 or tests[-1]["step"] >= t["max_steps"])
+
+
+def train(study: dict, run: dict, out: Path) -> None:
+    resume = (out / "runs" / run["name"] / "last.pt").exists()
+    print(f"\n=== {run['name']} ({'resuming' if resume else 'starting'}) ===", flush=True)
+    done = subprocess.run(script_cmd(study, run["config_path"], *(["--resume"] if resume else [])))
+    if done.returncode != 0:
+        raise UserError(f"the run {run['name']} failed (exit status {done.returncode}, see above); start the study "
+                        f"again to resume it")
+
+
+def depth_curve(study: dict, run: dict, out: Path) -> list[dict]:
+    """Held-out exact accuracy after 1..K supervision steps of the run's last checkpoint (EMA weights),
+    on the first `limit` test puzzles; kept in the run folder as depth_test.json."""
+    K, limit = study["depth"].get("steps", 0), study["depth"].get("limit", 0)
+    if not K:
+        return []
+    run_dir = out / "runs" / run["name"]
+    path = run_dir / "depth_test.json"
+    if not path.exists():
+        device, dtype, _ = pick_device_dtype("cpu" if run["config"]["training"]["device"] == "cpu" else "auto",
+                                             run["config"]["training"]["dtype"])
+        model, _, _ = load_trained(run_dir / "last.pt", device)
+        data = puzzles.load(run["config"]["data"], progress=False)
+        inputs, labels = eval_arrays(data.test, limit)
+        valid_fn = data.hooks.valid_fn(data.test.meta) if data.hooks else None
+        rows = depth_benchmark(model, inputs, labels, K, run["config"]["training"]["eval_batch_size"], device, dtype,
+                               valid_fn=valid_fn)
+        write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
+    return [{"step": r["step"], "exact_acc": r["exact_acc"]} for r in json.loads(path.read_text())]
+
+
+def result_row(study: dict, run: dict, out: Path) -> dict:
+    log = records(out / "runs" / run["name"])
+    train_recs = [r for r in log if r["kind"] == "train"]
+    evals = [r for r in log if r["kind"] == "eval"]
+    test = {r["checkpoint"]: r for r in log if r["kind"] == "test"}
+    steps = train_recs[-1]["step"]
+    return {"name": run["name"], **run["setting"], "seed": run["seed"], "params": run["params"], "steps": steps,
+            "train_tflops": round(steps * run["step_flops"] / 1e12, 3), "train_s": train_recs[-1]["time_s"],
+            "test_exact": test["last"]["exact_acc"], "test_token": test["last"]["token_acc"],
+            "test_validity": test["last"].get("validity"), "best_eval_exact": max(r["exact_acc"] for r in evals),
+            "best_step": test["best"]["step"], "best_test_exact": test["best"]["exact_acc"],
+            "depth": depth_curve(study, run, out)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary, tables, plots
+
+
+METRICS = ("test_exact", "test_token", "test_validity", "best_test_exact", "steps", "train_s")
+
+
+def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Mean and sample standard deviation over seeds of each metric, per setting of keys."""
+    out = []
+    for setting, group in itertools.groupby(sorted(rows, key=lambda r: json.dumps([r[k] for k in keys])),
+                                            key=lambda r: json.dumps([r[k] for k in keys])):
+        group = list(group)
+        row = {**dict(zip(keys, json.loads(setting))), "seeds": len(group)}
+        for metric in METRICS:
+            values = [r[metric] for r in group if r.get(metric) is not None]
+            if values:
+                row[f"{metric}_mean"] = statistics.mean(values)
+                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
+    kind, value = next(iter(budget.items()))
+    head = [k.split(".")[-1] for k in keys] + ["seeds", "test exact", "best.pt test exact", "token", "steps",
+                                                "train s"]
+    lines = [f"Budget per run: {value} {'TFLOP of training' if kind == 'tflops' else kind}; mean ± std over seeds.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary:
+        cells = [json.dumps(r[k]) for k in keys] + [str(r["seeds"])]
+        for metric, fmt in (("test_exact", ".3f"), ("best_test_exact", ".3f"), ("test_token", ".3f"),
+                            ("steps", ".0f"), ("train_s", ".0f")):
+            cells.append(f"{r[f'{metric}_mean']:{fmt}} ± {r[f'{metric}_std']:{fmt}}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str) -> list[str]:
+    """study.png and depth.png; a one-line note instead when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return ["plots skipped: matplotlib is not installed (python -m pip install matplotlib, then "
+                "python impl/study.py <file> --summary-only)"]
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    notes = []
+    if keys:
+        x_key, others = keys[0], keys[1:]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        lines = sorted({json.dumps([r[k] for k in others]) for r in summary})
+        for line in lines:
+            mine = [r for r in summary if json.dumps([r[k] for k in others]) == line]
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, json.loads(line))) or "all"
+            ax.errorbar([str(r[x_key]) for r in mine], [r["test_exact_mean"] for r in mine],
+                        yerr=[r["test_exact_std"] for r in mine], marker="o", capsize=3, label=label)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel("held-out exact accuracy (mean ± std over seeds)")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "study.png", dpi=120)
+        plt.close(fig)
+        notes.append(f"plot: {out / 'study.png'}")
+    best = max(summary, key=lambda r: r["test_exact_mean"])
+    curves = [r["depth"] for r in rows if r["depth"] and all(r[k] == best[k] for k in keys)]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for curve in curves:
+            ax.plot([p["step"] for p in curve], [p["exact_acc"] for p in curve], "o-", markersize=3)
+        ax.set_xlabel("supervision steps at test time")
+        ax.set_ylabel("held-out exact accuracy")
+        ax.set_title(f"{name}: " + ", ".join(f"{k.split('.')[-1]}={best[k]}" for k in keys) + " (one line per seed)",
+                     fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / "depth.png", dpi=120)
+        plt.close(fig)
+        notes.append(f"plot: {out / 'depth.png'}")
+    return notes
+
+
+def write_results(rows: list[dict], keys: list[str], study: dict, out: Path) -> list[str]:
+    write_text_atomic(out / "results.json", json.dumps({"study": study, "rows": rows}, indent=1) + "\n")
+    columns = [c for c in rows[0] if c != "depth"] + ["depth_exact"]
+
+    def write_csv(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**{c: r.get(c) for c in columns[:-1]},
+                             "depth_exact": " ".join(f"{p['exact_acc']:.4f}" for p in r["depth"])})
+
+    write_atomic(out / "results.csv", write_csv, binary=False)
+    summary = summarize(rows, keys)
+    table = markdown(summary, keys, study["budget"])
+    write_text_atomic(out / "summary.md", table)
+    print("\n" + table)
+    return [str(out / "results.csv"), str(out / "results.json"), str(out / "summary.md")] + \
+        plot(summary, rows, keys, out, study["name"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="a study file (JSON), e.g. study_depth.json")
+    parser.add_argument("--out", help="folder of the study (default: runs/study_<name>)")
+    parser.add_argument("--summary-only", action="store_true", help="no training: tables and plots from finished runs")
+    args = parser.parse_args(argv)
+
+    def run() -> dict:
+        study = load_study(args.study)
+        out = Path(args.out or f"runs/study_{study['name']}")
+        runs = plan(study, out)
+        keys = list(settings(study)[0])
+        print(f"study {study['name']}: {len(runs)} runs ({len(runs) // len(study['seeds'])} settings x "
+              f"{len(study['seeds'])} seeds), budget {study['budget']}, in {out}")
+        rows = []
+        for r in runs:
+            if not finished(r, out):
+                if args.summary_only:
+                    continue
+                train(study, r, out)
+            rows.append(result_row(study, r, out))
+        if not rows:
+            raise UserError(f"{out}: no finished run yet (run the study without --summary-only)")
+        for line in write_results(rows, keys, study, out):
+            print(line)
+        return {"rows": rows, "out": str(out)}
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""impl/study.py: a grid of tiny runs completes, resumes, skips finished runs and summarises seeds."""
+import csv
+import json
+
+import pytest
+
+import study
+import train_trm
+
+TINY = {"model": {"hidden_size": 32, "T": 1, "N_sup": 3},
+        "data": {"grid_size": 4, "n_train": 200, "n_test": 32, "givens": [8, 10]},
+        "training": {"batch_size": 16, "eval_every": 4, "log_every": 2, "warmup_steps": 2, "device": "cpu",
+                     "dtype": "float32"}}
+
+
+def write_study(tmp_path, **changes) -> str:
+    base = json.loads(json.dumps(TINY))
+    base["data"]["data_dir"] = str(tmp_path / "data")
+    spec = {"name": "tiny", "base": base, "grid": {"model.n": [1, 2], "training.ema": [True, False]},
+            "seeds": [0], "budget": {"steps": 4}, "depth": {"steps": 3, "limit": 8}, **changes}
+    path = tmp_path / "tiny_study.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_a_two_by_two_study_runs_resumes_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
+    path, out = write_study(tmp_path), tmp_path / "study"
+    runs = study.plan(study.load_study(path), out)
+    assert [r["name"] for r in runs] == ["n1_ematrue_seed0", "n1_emafalse_seed0", "n2_ematrue_seed0", "n2_emafalse_seed0"]
+    # one run was interrupted at step 2: its last.pt is there, without the final test
+    interrupted = json.loads(json.dumps(runs[2]["config"]))
+    interrupted["training"]["max_steps"] = 2
+    train_trm.main(interrupted, progress=False)
+    log = out / "runs" / runs[2]["name"] / "log.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines() if '"kind": "test"' not in line))
+    result = study.main([path, "--out", str(out)])
+    assert "resuming" in capsys.readouterr().out
+    rows = result["rows"]
+    assert len(rows) == 4 and all(r["steps"] == 4 for r in rows) and all(len(r["depth"]) == 3 for r in rows)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines() if '"kind": "train"' in line] == [2, 4]
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and {"model.n", "training.ema", "seed", "test_exact", "depth_exact"} <= set(table[0])
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 4
+    assert (out / "summary.md").read_text().count("\n| ") == 5                 # header + 4 settings
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(study, "train", no_training)
+    assert len(study.main([path, "--out", str(out)])["rows"]) == 4
+
+
+def test_summary_averages_seeds():
+    rows = [{"model.n": n, "seed": s, "test_exact": e, "test_token": 1.0, "test_validity": None,
+             "best_test_exact": e, "steps": 10, "train_s": 5.0}
+            for n, s, e in ((1, 0, 0.5), (1, 1, 0.7), (2, 0, 0.9), (2, 1, 0.9), (2, 2, 0.9))]
+    summary = study.summarize(rows, ["model.n"])
+    assert [(r["model.n"], r["seeds"]) for r in summary] == [(1, 2), (2, 3)]
+    assert summary[0]["test_exact_mean"] == pytest.approx(0.6) and summary[0]["test_exact_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary[1]["test_exact_std"] == 0.0 and "test_validity_mean" not in summary[0]
+    assert "0.600 ± 0.141" in study.markdown(summary, ["model.n"], {"steps": 10})
+
+
+def test_a_flops_budget_gives_fewer_steps_to_a_costlier_model(tmp_path):
+    runs = study.plan(study.load_study(write_study(tmp_path, grid={"model.n": [1, 3]}, budget={"tflops": 0.05})),
+                      tmp_path / "study")
+    cheap, costly = runs
+    assert cheap["step_flops"] < costly["step_flops"]
+    steps = [r["config"]["training"]["max_steps"] for r in runs]
+    assert steps[0] > steps[1] and abs(steps[0] * cheap["step_flops"] - steps[1] * costly["step_flops"]) \
+        <= costly["step_flops"]                                                  # equal compute, to a step
+
+
+def test_plots_or_a_clear_note(tmp_path):
+    rows = [{"model.n": n, "seed": 0, "test_exact": 0.5, "test_token": 0.9, "test_validity": 0.6,
+             "best_test_exact": 0.5, "steps": 4, "train_s": 1.0,
+             "depth": [{"step": 1, "exact_acc": 0.4}, {"step": 2, "exact_acc": 0.5}]} for n in (1, 2)]
+    notes = study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], tmp_path, "tiny")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert notes == [notes[0]] and "python -m pip install matplotlib" in notes[0]
+    else:
+        assert (tmp_path / "study.png").stat().st_size > 0 and (tmp_path / "depth.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budget": {"hours": 1}}, r"budget: expected one of"),
+    ({"grid": {"model.n": []}}, r"grid.model.n: expected a non-empty list"),
+    ({"script": "other.py"}, r"script: 'other.py' is not one of"),
+    ({"sweep": {}}, r"unknown key 'sweep'"),
+    ({"zip": {"model.n": [1, 2], "model.T": [1]}}, r"zip: every list must have the same length"),
+])
+def test_bad_study_files_are_named(tmp_path, change, message):
+    with pytest.raises(study.ConfigError, match=message):
+        study.load_study(write_study(tmp_path, **change))
