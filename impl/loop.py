@@ -45,7 +45,7 @@ from trm import Carry, TRMConfig, count_parameters, trm_loss
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
-                     "data.force_download")
+                     "data.force_download", "data.maze.force_download")
 
 
 @dataclass
