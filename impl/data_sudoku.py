@@ -31,9 +31,13 @@ import puzzle_dataset as pd
 import sudoku_gen
 from sudoku_gen import make_generated_split, split_supply_problem
 from sudoku_hf import load_hf
-from sudoku_rules import BLANK, SIZES, augment, canonical_key, format_grid, parse_puzzle, valid_grids, vocab_size
+from sudoku_rules import BLANK, SIZES, augment, canonical_key, format_grid, format_marked, parse_puzzle, valid_grids, \
+    vocab_size
+from sudoku_solver import solve
 
 PUZZLE = "sudoku"  # the name in dataset.json and in data.puzzle
+VALIDITY = "rules and givens"  # what solve.py says a valid answer is
+SOLUTION = "the unique solution"  # what solve.py compares the answer with
 
 # ----------------------------------------------------------------------------------------------
 # Built-in sample: real 9x9 puzzles with their (unique) solutions
@@ -277,11 +281,28 @@ def breakdowns(split: pd.PuzzleSplit) -> dict[str, np.ndarray]:
 
 
 def parse(text: str, meta: pd.Metadata) -> np.ndarray:
-    return parse_puzzle(text, grid_size(meta))
+    """A puzzle typed for a model trained on meta's grid size; ValueError names the position, or the sizes."""
+    size = grid_size(meta)
+    puzzle = parse_puzzle(text)
+    own = int(round(len(puzzle) ** 0.5))
+    if own != size:
+        raise ValueError(f"the puzzle is {own}x{own} ({own * own} cells) but the checkpoint was trained on "
+                         f"{size}x{size} grids ({size * size} cells)")
+    return puzzle
 
 
-def format(tokens: np.ndarray, meta: pd.Metadata) -> str:
-    return format_grid(tokens, grid_size(meta))
+def reference(puzzle: np.ndarray, meta: pd.Metadata) -> np.ndarray:
+    """The puzzle's unique solution; ValueError when it has none or several (not answered)."""
+    solutions, _ = solve(puzzle, grid_size(meta), limit=2)
+    if len(solutions) != 1:
+        raise ValueError(f"the puzzle has {'no solution' if not solutions else 'more than one solution (not unique)'}; "
+                         f"not answered")
+    return solutions[0]
+
+
+def format(tokens: np.ndarray, meta: pd.Metadata, marked: np.ndarray | None = None) -> str:
+    size = grid_size(meta)
+    return format_grid(tokens, size) if marked is None else format_marked(tokens, size, marked)
 
 
 # ----------------------------------------------------------------------------------------------

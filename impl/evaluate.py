@@ -38,8 +38,8 @@ DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
 
 def format_metrics(metrics: dict) -> str:
     notes = {"token_acc": "positions right, per puzzle (Sudoku: givens included)",
-             "blank_acc": "positions right among those to fill (Sudoku: the blanks)",
-             "exact_acc": "puzzles entirely right", "validity": "answers obeying the puzzle's rules",
+             "blank_acc": "positions right among those to fill (Sudoku: the blanks; maze: the path)",
+             "exact_acc": "puzzles entirely right", "validity": "answers obeying the puzzle's rules (maze: a shortest path)",
              "halt_acc": "halting head (confidence > 0.5) agrees with exact", "avg_steps": "supervision steps used",
              "n": "puzzles"}
     lines = []

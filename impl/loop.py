@@ -47,7 +47,7 @@ RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
                      "training.eval_stop_unchanged",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
-                     "data.force_download")
+                     "data.force_download", "data.maze.force_download")
 
 
 @dataclass
@@ -454,8 +454,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 improved = metrics["exact_acc"] > best_exact
                 if improved:
                     best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
+                valid = f"valid {metrics['validity']:.4f} " if "validity" in metrics else ""
                 print0(f"eval {step:6d} | {select_name} token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
-                       f"exact {metrics['exact_acc']:.4f} halt {metrics['halt_acc']:.4f} "
+                       f"exact {metrics['exact_acc']:.4f} {valid}halt {metrics['halt_acc']:.4f} "
                        f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
                 log({"kind": "eval", "split": select_name, "step": step,
                      "time_s": round(elapsed_before + time.time() - t_start, 1), **metrics})
@@ -488,7 +489,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         result.update(test_last, best_test=test_best)
         run_log.close()
         total_time = elapsed_before + time.time() - t_start
-        print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}; "
+        valid = f" valid {test_last['validity']:.4f}" if "validity" in test_last else ""
+        print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}{valid}; "
                f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
                f"{test_best['exact_acc']:.4f}; {total_time:.0f}s; checkpoints in {run_dir}")
     result["time_s"] = elapsed_before + time.time() - t_start

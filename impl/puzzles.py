@@ -3,7 +3,7 @@
     data = puzzles.load(config["data"])   # Data(path, train, test, val, hooks, description)
 
 With `data.path` set, the run reads that folder, in the official layout (impl/puzzle_dataset.py),
-whoever built it; its dataset.json may name a puzzle type ("puzzle": "sudoku"), whose module then
+whoever built it; its dataset.json may name a puzzle type ("puzzle": "sudoku" or "maze"), whose module then
 supplies augmentation and a validity check. Otherwise `data.puzzle`'s module builds the dataset
 (or finds it already built) in `data.data_dir` from the rest of the data section.
 
@@ -13,7 +13,10 @@ A puzzle module (data_sudoku.py, ...) offers, by name:
     augment(inputs, labels, meta, rng)          a random validity-preserving transform (optional)
     valid_fn(meta) -> fn(inputs, answers)       (N,) bool: answers that obey the rules (optional)
     breakdowns(split) -> {name: values}         groups for evaluation tables (optional)
-    parse(text, meta) / format(tokens, meta)    for solve.py (optional)
+    parse(text, meta) / format(tokens, meta[, marked])   typed puzzles and printing, for solve.py (optional)
+    reference(puzzle, meta) -> answer | None    the puzzle's unique answer (None: several right answers;
+                                                ValueError: not to be answered), for solve.py (optional)
+    problem(puzzle, answer, meta) -> str        why an answer is not valid ('' if it is), for solve.py (optional)
 The trainer and evaluator call only these; they know no puzzle.
 """
 from __future__ import annotations
@@ -26,7 +29,7 @@ from types import ModuleType
 from errors import ConfigError
 from puzzle_dataset import Metadata, PuzzleSplit, read_dataset, read_split
 
-MODULES = {"sudoku": "data_sudoku"}  # data.puzzle -> module in impl/
+MODULES = {"sudoku": "data_sudoku", "maze": "data_maze"}  # data.puzzle -> module in impl/
 
 
 def module_for(name: str) -> ModuleType | None:
@@ -40,6 +43,13 @@ class Hooks:
     def __init__(self, name: str, module: ModuleType) -> None:
         self.name, self.module = name, module
         self.augment = getattr(module, "augment_examples", None)
+        # for solve.py: typed puzzles, printing, the unique answer, and what the checks are called
+        self.parse = getattr(module, "parse", None)
+        self.format = getattr(module, "format", None)
+        self.reference = getattr(module, "reference", None)
+        self.problem = getattr(module, "problem", None)  # why an answer is not valid, in words (optional)
+        self.validity = getattr(module, "VALIDITY", "the puzzle's rules")
+        self.solution = getattr(module, "SOLUTION", "the unique answer")
 
     def valid_fn(self, meta: Metadata):
         make = getattr(self.module, "valid_fn", None)

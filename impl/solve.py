@@ -1,14 +1,19 @@
-"""Solve a Sudoku typed on the command line with a trained TRM checkpoint.
+"""Solve a puzzle typed on the command line (a Sudoku, a maze) with a trained TRM checkpoint.
 
-    python impl/solve.py "1..4..3..1..4..2"                        # 16, 36 or 81 cells; '.' or '0' is blank
+    python impl/solve.py "1..4..3..1..4..2"                        # Sudoku: 16, 36 or 81 cells; '.' or '0' is blank
     python impl/solve.py --checkpoint runs/x/best.pt --steps "<puzzle>"   # show every supervision step
+    python impl/solve.py --checkpoint runs/maze/best.pt --steps "$(cat maze.txt)"  # a maze: N lines of N cells
     python impl/solve.py --file puzzles.txt --halt --max-steps 32
 
-Prints the puzzle and the model's answer as grids, whether the answer is valid (rules and givens)
-and whether it is the puzzle's unique solution, the supervision steps used and the halting head's
-confidence. With --steps it prints the answer after each step, '*' marking the cells that changed
-since the previous step (step 1: since the puzzle). A puzzle without exactly one solution is
-reported and not answered. Errors go to stderr, with a non-zero exit code.
+The checkpoint's dataset names the puzzle type; its module (impl/puzzles.py) reads and prints the
+puzzle, checks it and knows its answer. A Sudoku is 16, 36 or 81 cells (digits, '.' or '0' blank);
+a maze is N lines of N cells, or one line of N*N ('#' wall, '.' or ' ' open, 'S' start, 'G' goal).
+Prints the puzzle and the model's answer, whether the answer is valid (Sudoku: rules and givens;
+maze: a shortest path from S to G) and whether it is the puzzle's unique answer, the supervision
+steps used and the halting head's confidence. With --steps it prints the answer after each step,
+'*' marking the cells that changed since the previous step (step 1: since the puzzle). A puzzle
+that is not to be answered (a Sudoku without exactly one solution, a maze without a path) is
+reported. Errors go to stderr, with a non-zero exit code.
 """
 from __future__ import annotations
 
@@ -19,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import sudoku_rules
+import puzzles
 from checkpoint import load_trained
 from device import pick_device_dtype
 from errors import UserError
-from sudoku_solver import solve
+from puzzle_dataset import Metadata, metadata_from_json
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
 
@@ -32,23 +37,10 @@ class EvalError(UserError):
     """A puzzle or file that cannot be answered; the message says which and why."""
 
 
-def format_marked(tokens: np.ndarray, size: int, marked: np.ndarray) -> str:
-    """Like sudoku_rules.format_grid, with '*' after the cells where marked (S,) is true."""
-    br, bc = sudoku_rules.box_shape(size)
-    symbols = {sudoku_rules.PAD: "_", sudoku_rules.BLANK: "."} | {d + 1: str(d) for d in range(1, size + 1)}
-    cells = [symbols.get(int(t), "?") + ("*" if m else " ") for t, m in zip(tokens, marked)]
-    lines = []
-    for r in range(size):
-        if r and r % br == 0:
-            lines.append("-+-".join(["-" * (3 * bc - 1)] * (size // bc)))
-        row = cells[r * size:(r + 1) * size]
-        lines.append(" | ".join(" ".join(row[c:c + bc]) for c in range(0, size, bc)).rstrip())
-    return "\n".join(lines)
-
-
 def read_puzzles(text: str | None, file: str | None) -> list[tuple[str, str]]:
     """(where, text) per puzzle: 'puzzle' for the argument, 'FILE:LINE' for lines of --file
-    (blank lines and lines starting with '#' are skipped)."""
+    (blank lines and lines starting with '#' are skipped; a maze takes one line of N*N cells here,
+    with '.' for open cells: an editor may strip trailing spaces)."""
     if file is None:
         return [("puzzle", text)]
     try:
@@ -64,27 +56,34 @@ def read_puzzles(text: str | None, file: str | None) -> list[tuple[str, str]]:
     return puzzles
 
 
-def parse_for(text: str, where: str, size: int) -> np.ndarray:
-    """Tokens of a puzzle string for a model trained on size x size grids; EvalError names where and the position."""
+def puzzle_hooks(ckpt: dict, path: str) -> tuple[puzzles.Hooks, Metadata]:
+    """The puzzle type a checkpoint was trained on, if solve.py can read and check its puzzles."""
+    meta = metadata_from_json(ckpt["dataset"], Path(path))
+    hooks = puzzles.hooks_for(meta)
+    if hooks is None or hooks.parse is None or hooks.format is None or hooks.reference is None:
+        kinds = ", ".join(name for name in puzzles.MODULES if hasattr(puzzles.module_for(name), "parse"))
+        raise EvalError(f"{path}: solve.py answers puzzles it can read ({kinds}); this checkpoint was trained on "
+                        f"{meta.puzzle or 'a dataset without a puzzle type'}")
+    return hooks, meta
+
+
+def parse_for(hooks: puzzles.Hooks, meta: Metadata, text: str, where: str) -> np.ndarray:
+    """Tokens of a typed puzzle for the checkpoint's puzzle type and size; EvalError names where and why."""
     try:
-        puzzle = sudoku_rules.parse_puzzle(text)
+        return hooks.parse(text, meta)
     except ValueError as e:
         raise EvalError(f"{where}: {e}") from None
-    own = int(round(len(puzzle) ** 0.5))
-    if own != size:
-        raise EvalError(f"{where}: the puzzle is {own}x{own} ({own * own} cells) but the checkpoint was trained on "
-                        f"{size}x{size} grids ({size * size} cells)")
-    return puzzle
 
 
-def solve_one(model, puzzle: np.ndarray, size: int, where: str, K: int, halt: bool, show_steps: bool,
-              device: torch.device, dtype: torch.dtype) -> str | None:
+def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, where: str, K: int, halt: bool,
+              show_steps: bool, device: torch.device, dtype: torch.dtype) -> str | None:
     """Print the puzzle, the model's answer and the checks. Returns why the puzzle was not
-    answered (no solution, several solutions), or None."""
-    print(f"{where}:\n{sudoku_rules.format_grid(puzzle, size)}")
-    solutions, _ = solve(puzzle, size, limit=2)
-    if len(solutions) != 1:
-        return f"{where}: the puzzle has {'no solution' if not solutions else 'more than one solution (not unique)'}; not answered"
+    answered (a Sudoku without exactly one solution, a maze without a path), or None."""
+    print(f"{where}:\n{hooks.format(puzzle, meta)}")
+    try:
+        reference = hooks.reference(puzzle, meta)  # None: several right answers, any valid one counts
+    except ValueError as e:
+        return f"{where}: {e}"
     x = torch.from_numpy(puzzle[None]).long().to(device)
     pred = model.predict(x, N_sup=K, halt=halt, keep_steps=show_steps, dtype=dtype)
     answer = pred.answers[0].cpu().numpy()
@@ -98,22 +97,27 @@ def solve_one(model, puzzle: np.ndarray, size: int, where: str, K: int, halt: bo
             mark = "  <- halts here: the answer is frozen" if k == halted_at else ""
             print(f"\nstep {k}: confidence {float(pred.per_step_confidence[k - 1, 0]):.3f}, "
                   f"{int(changed.sum())} cells changed{mark}")
-            print(format_marked(grid, size, changed))
+            print(hooks.format(grid, meta, changed))
             previous = grid
-    valid = bool(sudoku_rules.valid_grids(puzzle[None], answer[None], size)[0])
-    wrong = int((answer != solutions[0]).sum())
+    valid = bool(hooks.valid_fn(meta)(puzzle[None], answer[None])[0])
+    why = f" ({hooks.problem(puzzle, answer, meta)})" if not valid and hooks.problem is not None else ""
     how = "halted" if halted_at else ("all steps" if not halt else "no halt before the last step")
     print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}), "
           f"halting confidence {confidence:.3f}:")
-    print(sudoku_rules.format_grid(answer, size))
-    print(f"valid (rules and givens): {'yes' if valid else 'no'}; matches the unique solution: "
-          f"{'yes' if wrong == 0 else f'no ({wrong} cells differ)'}")
+    print(hooks.format(answer, meta))
+    if reference is None:
+        matches = "- (it has more than one; any of them is valid)"
+    else:
+        wrong = int((answer != reference).sum())
+        matches = "yes" if wrong == 0 else f"no ({wrong} cells differ)"
+    print(f"valid ({hooks.validity}): {'yes' if valid else 'no'}{why}; matches {hooks.solution}: {matches}")
     return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("puzzle", nargs="?", help="the puzzle: 16, 36 or 81 cells, digits for givens, '.' or '0' for blanks")
+    parser.add_argument("puzzle", nargs="?", help="the puzzle: a Sudoku of 16, 36 or 81 cells (digits for givens, "
+                                                  "'.' or '0' for blanks), or a maze (N lines of N cells: '#', '.', 'S', 'G')")
     parser.add_argument("--file", help="a file with one puzzle per line (instead of the argument)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="trained checkpoint (best.pt or last.pt)")
     parser.add_argument("--steps", action="store_true", help="print the answer after every supervision step")
@@ -137,27 +141,24 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_puzzles(args.puzzle, args.file)
         device, dtype, _ = pick_device_dtype(args.device, args.dtype)
         model, ckpt, _ = load_trained(args.checkpoint, device)
-        if ckpt["dataset"].get("puzzle") != "sudoku":
-            raise EvalError(f"{args.checkpoint}: solve.py answers Sudoku; this checkpoint was trained on "
-                            f"{ckpt['dataset'].get('puzzle') or 'a dataset without a puzzle type'}")
-        size = int(round(ckpt["dataset"]["seq_len"] ** 0.5))
-        puzzles = [(where, parse_for(text, where, size)) for where, text in texts]  # all checked before any work
+        hooks, meta = puzzle_hooks(ckpt, args.checkpoint)
+        typed = [(where, parse_for(hooks, meta, text, where)) for where, text in texts]  # all checked before any work
     except UserError as e:
         sys.exit(f"error: {e}")
     K = args.max_steps or model.config.N_sup
     problems = []
-    for i, (where, puzzle) in enumerate(puzzles):
+    for i, (where, puzzle) in enumerate(typed):
         if i:
             print()
-        problem = solve_one(model, puzzle, size, where, K, args.halt, args.steps, device, dtype)
+        problem = solve_one(model, hooks, meta, puzzle, where, K, args.halt, args.steps, device, dtype)
         if problem:
             problems.append(problem)
-            if len(puzzles) > 1:
+            if len(typed) > 1:
                 print(f"error: {problem}", file=sys.stderr)
-    if len(problems) == 1 and len(puzzles) == 1:
+    if len(problems) == 1 and len(typed) == 1:
         sys.exit(f"error: {problems[0]}")
     if problems:
-        sys.exit(f"error: {len(problems)} of {len(puzzles)} puzzles not answered (see above)")
+        sys.exit(f"error: {len(problems)} of {len(typed)} puzzles not answered (see above)")
     return 0
 
 

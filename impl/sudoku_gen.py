@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -223,21 +222,10 @@ POOL_AFTER_S = 1.0  # seconds of generation in this process before workers are s
 
 
 def _iter_chunks(tasks: Iterable[tuple], workers: int) -> Iterator[tuple]:
-    """_generate_chunk of each task, in task order, so the output does not depend on workers.
-
-    Runs in this process until POOL_AFTER_S have passed, then on `workers` worker processes (if
-    more than 1). Close the generator (contextlib.closing) to stop at once, workers included.
-    """
-    tasks = iter(tasks)
-    start = time.perf_counter()
-    for task in tasks:
-        yield _generate_chunk(task)
-        if workers > 1 and workers_mod.SUPPORTED and time.perf_counter() - start >= POOL_AFTER_S:
-            break
-    else:
-        return
-    with workers_mod.Workers(workers) as pool:
-        yield from pool.run(_generate_chunk, tasks)
+    """_generate_chunk of each task, in task order, so the output does not depend on workers: in
+    this process for POOL_AFTER_S, then on worker processes (workers.in_order). Close the
+    generator (contextlib.closing) to stop at once, workers included."""
+    return workers_mod.in_order(_generate_chunk, tasks, workers, POOL_AFTER_S)
 
 
 def generate_puzzles(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,47 +15,11 @@ from tqdm import tqdm
 
 import errors
 from errors import DataError
+from hf_csv import csv_path as _hf_csv_path, refetch_error, split_off_validation, subsample
 from sudoku_rules import BLANK, unit_index
-
-# How to fetch a Hugging Face dataset into the hub cache (shown when it is missing offline).
-HF_DOWNLOAD_HINT = "hf download {repo_id} --repo-type dataset"
 
 HF_COLUMNS = ("question", "answer", "rating")  # required header columns ("source" is optional)
 _ALL_ONES_9 = 0b1111111110  # OR of 1 << d for d in 1..9
-
-
-def _hf_csv_path(
-    repo_id: str, split: str, cache_dir: str | Path | None, local_files_only: bool, force_download: bool
-) -> str:
-    """Local path of {split}.csv of a dataset repo, downloaded into the hub cache if needed."""
-    import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    filename = f"{split}.csv"
-    offline = local_files_only or huggingface_hub.is_offline_mode()
-    if force_download and offline:
-        # The hub refuses force_download offline; rebuild our cache from the local CSV instead.
-        print(f"load_hf: offline, so force_download re-reads the cached {repo_id}/{filename} instead of downloading")
-        force_download = False
-    try:
-        return huggingface_hub.hf_hub_download(
-            repo_id,
-            filename=filename,
-            repo_type="dataset",
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            force_download=force_download,
-        )
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
-        where = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE
-        raise DataError(
-            f"dataset file {repo_id}/{filename} is not in the Hugging Face cache ({where}) and cannot be "
-            f"downloaded here (offline or no network). Get it on a machine with internet with "
-            f"`{HF_DOWNLOAD_HINT.format(repo_id=repo_id)}` (older huggingface_hub: "
-            f"`huggingface-cli download {repo_id} --repo-type dataset`) and copy the cache over, "
-            f"or run once with internet access."
-        ) from e
 
 
 def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role: str = "data"
@@ -205,33 +168,16 @@ def load_hf(
         except DataError:  # the file read, but no usable rows: the message says why
             raise
         except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
-            if isinstance(e, UnicodeDecodeError):
-                e = f"{csv_path}: not UTF-8 text ({e.reason})"
-            raise DataError(f"{e}. If the download is damaged, fetch it again with "
-                            f'{{"data": {{"force_download": true}}}} in your config') from None
+            raise refetch_error(e, csv_path, "data.force_download") from None
         keep = np.flatnonzero(ratings >= min_rating)
         if not len(keep):
             raise errors.DataError(f"{csv_path}: none of its {len(ratings)} usable {role} rows has a rating "
                                    f">= {min_rating}; lower data.min_rating")
-        if subset:
-            if subset > len(keep):
-                print(f"load_hf: {repo_id}/{split}.csv has {len(keep)} rows with rating >= {min_rating}, "
-                      f"fewer than the {subset} asked for; using all of them", file=sys.stderr)
-            else:
-                sub_rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode())]))
-                keep = np.sort(sub_rng.choice(keep, size=subset, replace=False))
+        keep = subsample(keep, subset, seed, split, f"{repo_id}/{split}.csv with rating >= {min_rating}")
         arrays = dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep])
         for key, value in arrays.items():
             out[f"{prefix}_{key}"] = value
-    if val_subset:
-        n = len(out["train_inputs"])
-        if val_subset >= n:
-            raise errors.ConfigError(f"data.val_subset: {val_subset} leaves no training rows of the {n} kept")
-        val_rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"val")]))
-        is_val = np.zeros(n, dtype=bool)
-        is_val[val_rng.choice(n, size=val_subset, replace=False)] = True
-        for key in ("inputs", "labels", "ratings"):
-            out[f"val_{key}"], out[f"train_{key}"] = out[f"train_{key}"][is_val], out[f"train_{key}"][~is_val]
+    split_off_validation(out, val_subset, seed, ("inputs", "labels", "ratings"), "data.val_subset")
     return out
 
 

@@ -148,6 +148,21 @@ def format_grid(tokens: Any, size: int) -> str:
     return "\n".join(lines)
 
 
+def format_marked(tokens: Any, size: int, marked: np.ndarray) -> str:
+    """Like format_grid, with '*' after the cells where marked (S,) is true."""
+    grid, size = _as_grid(tokens, size, "format_marked")
+    br, bc = box_shape(size)
+    symbols = {PAD: "_", BLANK: "."} | {d + 1: str(d) for d in range(1, size + 1)}
+    cells = [symbols.get(int(t), "?") + ("*" if m else " ") for t, m in zip(grid, np.asarray(marked).reshape(-1))]
+    lines = []
+    for r in range(size):
+        if r and r % br == 0:
+            lines.append("-+-".join(["-" * (3 * bc - 1)] * (size // bc)))
+        row = cells[r * size:(r + 1) * size]
+        lines.append(" | ".join(" ".join(row[c:c + bc]) for c in range(0, size, bc)).rstrip())
+    return "\n".join(lines)
+
+
 def is_valid_solution(puzzle: np.ndarray, grid: np.ndarray, size: int | None = None) -> bool:
     """True when grid is a complete, valid Sudoku that keeps every given of puzzle (tokens)."""
     grid, size = _as_grid(grid, size, "is_valid_solution grid")

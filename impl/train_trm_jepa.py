@@ -68,7 +68,7 @@ RUN_CONFIG = {
         "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
     },
     "data": {
-        "puzzle": "sudoku",          # puzzle type whose module builds the dataset (impl/puzzles.py)
+        "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
         "path": "",                  # a dataset folder in the official layout instead (then the keys below are unused)
         "source": "generated",       # builtin | generated | hf
         "use_builtin_sample": False,  # True: train on the handful of embedded 9x9 puzzles (sanity runs)
@@ -89,6 +89,21 @@ RUN_CONFIG = {
         "data_dir": "data",          # where built dataset folders are kept
         "augment": True,             # the puzzle's random validity-preserving transform per example, on the fly
         "seed": 0,                   # seed of the generated puzzles and of the hf subsample
+        "maze": {                    # data.puzzle "maze": the maze data (impl/data_maze.py)
+            "source": "generated",   # generated (random mazes, one shortest path) | hf (Maze-Hard CSVs)
+            "size": 12,              # generated: N of N x N mazes, 4..30 (Maze-Hard: 30)
+            "n_train": 3000,         # generated: training mazes
+            "n_val": 0,              # generated: validation mazes, disjoint from train and test (0: none)
+            "n_test": 500,           # generated: held-out mazes (none a rotation or reflection of another split's)
+            "min_path_len": 16,      # generated: shortest path from S to G at least this many moves (Maze-Hard: > 110)
+            "wall_density": 0.4,     # generated: chance a cell starts as a wall (tie-breaking adds a few more)
+            "repo_id": "sapientinc/maze-30x30-hard-1k",  # hf: dataset repo in the Maze-Hard CSV layout
+            "train_subset": 1000,    # hf: seeded random subsample of train.csv (0: all)
+            "test_subset": 1000,     # hf: seeded random subsample of test.csv (0: all)
+            "val_subset": 0,         # hf: this many training rows (seeded) become the validation split
+            "force_download": False,  # hf: download again and rebuild the dataset folder
+            "skip_bad_rows": False,  # hf: skip malformed CSV rows with a warning instead of stopping
+        },
     },
     "training": {
         "run_name": "tiny_trm_sudoku_jepa",  # checkpoints and logs go to <runs_dir>/<run_name>/

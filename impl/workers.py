@@ -3,6 +3,8 @@
     with Workers(2) as pool:
         for result in pool.run(fn, args):   # fn(arg) for each arg, results in order
             ...
+    for result in in_order(fn, args, 2, 1.0):   # the same, in this process for the first second
+        ...
 
 fn must be importable by name from impl/ (a module-level function of a module, not of __main__).
 """
@@ -12,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator
@@ -143,6 +146,25 @@ class Workers:
         for conn in self._send + self._recv:
             conn.close()
         self._procs, self._send, self._recv, self._busy = [], [], [], {}
+
+
+def in_order(fn: Callable[[Any], Any], tasks: Iterable[Any], workers: int, in_process_s: float) -> Iterator[Any]:
+    """fn(task) for each task, in task order, so the output does not depend on the number of workers.
+
+    Runs in this process until in_process_s seconds have passed (a small job never starts a
+    process), then on `workers` worker processes (if more than 1). Close the generator
+    (contextlib.closing) to stop at once, workers included. fn must be importable by name.
+    """
+    tasks = iter(tasks)
+    start = time.perf_counter()
+    for task in tasks:
+        yield fn(task)
+        if workers > 1 and SUPPORTED and time.perf_counter() - start >= in_process_s:
+            break
+    else:
+        return
+    with Workers(workers) as pool:
+        yield from pool.run(fn, tasks)
 
 
 def worker_main() -> None:

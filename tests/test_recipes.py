@@ -34,3 +34,35 @@ def test_paper_recipe_runs_two_steps_on_cpu(name, mlp_t, tmp_path, monkeypatch):
                      "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small overrides")
     result = train_trm.main(small, progress=False)
     assert result["step"] == 2 and result["n"] == 3
+
+
+def test_paper_maze_recipe_runs_two_steps_on_cpu(tmp_path, monkeypatch):
+    """paper_maze.json: the official Maze-Hard command's values (attention with RoPE, T=3, n=4 as its
+    arch.H_cycles / arch.L_cycles), Maze-Hard through the Hugging Face loader; two steps on 30x30 mazes."""
+    import maze_gen
+    from test_data_maze import REPO as MAZE_REPO, to_text, write_hub_cache as write_maze_cache
+
+    config = load_config(ROOT / "paper_maze.json", train_trm.RUN_CONFIG)
+    check_config(config, "paper_maze.json")
+    m, d, t = config["model"], config["data"], config["training"]
+    assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"]) == (512, 3, 4, 16, 16, False)
+    assert (m["num_heads"], m["pos_encoding"], m["prefix_learned"]) == (8, "rope", "first")
+    assert (t["batch_size"], t["lr"], t["warmup_steps"], t["weight_decay"], t["grad_clip"]) == (768, 1e-4, 2000, 1.0, 0.0)
+    assert (t["optimizer"], t["decay_all"], t["loss"], t["ema_decay"], t["max_steps"]) == \
+        ("adam_atan2", True, "stablemax", 0.999, 65000)
+    assert d["puzzle"] == "maze" and d["augment"] and d["maze"]["source"] == "hf"
+    assert d["maze"]["repo_id"] == "sapientinc/maze-30x30-hard-1k" and d["maze"]["train_subset"] == 0
+
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a fake hub, no network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    mazes = maze_gen.generate_mazes(30, 6, 0.38, 60, seed=0, workers=1, progress=False)
+    rows = [["gen", to_text(q), to_text(a), "0"] for q, a in zip(mazes["inputs"], mazes["labels"])]
+    write_maze_cache(tmp_path / "hub", rows[:4], rows[4:])
+    small = merge_config(config, {
+        "model": {"hidden_size": 64, "num_heads": 2, "T": 1, "n": 1},  # 30x30 mazes, a small model: CPU time
+        "data": {"data_dir": str(tmp_path / "data"), "maze": {"repo_id": MAZE_REPO}},
+        "training": {"batch_size": 2, "max_steps": 2, "eval_every": 2, "eval_batch_size": 2, "compile": False,
+                     "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small overrides")
+    result = train_trm.main(small, progress=False)
+    assert result["step"] == 2 and result["n"] == 2 and "validity" in result
