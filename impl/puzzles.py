@@ -14,6 +14,8 @@ A puzzle module (data_sudoku.py, ...) offers, by name:
     valid_fn(meta) -> fn(inputs, answers)       (N,) bool: answers that obey the rules (optional)
     breakdowns(split) -> {name: values}         groups for evaluation tables (optional)
     parse(text, meta) / format(tokens, meta)    for solve.py (optional)
+    report(split, pred, out_dir) -> (record, text, files)   the puzzle's own evaluation of predictions
+                                                (ARC: voting, pass@K, a submission), for evaluate.py (optional)
 The trainer and evaluator call only these; they know no puzzle.
 """
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Hooks:
     def breakdowns(self, split: PuzzleSplit) -> dict:
         make = getattr(self.module, "breakdowns", None)
         return make(split) if make is not None else {}
+
+    def report(self, split: PuzzleSplit, pred: dict, out_dir: Path):
+        make = getattr(self.module, "report", None)
+        return make(split, pred, out_dir) if make is not None else None
 
 
 def hooks_for(meta: Metadata) -> Hooks | None:

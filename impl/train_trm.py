@@ -69,6 +69,8 @@ RUN_CONFIG = {
         "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
         "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
         "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "puzzle_emb_lr": 1e-2,       # sign-SGD lr of the per-identifier puzzle embeddings (ARC; official 1e-2), on lr's schedule
+        "puzzle_emb_weight_decay": 0.1,  # their decoupled weight decay, on the rows of the batch (official 0.1)
         "beta1": 0.9,                # Adam beta1 (paper: 0.9)
         "beta2": 0.95,               # Adam beta2 (paper: 0.95)
         "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
@@ -98,7 +100,7 @@ def build_trm(mcfg: TRMConfig, config: dict) -> torch.nn.Module:
 
 def trm_step(model: torch.nn.Module, slots: Slots, config: dict) -> StepOutput:
     """One supervision step of plain TRM: T cycles from the carry, the last with gradient."""
-    carry, logits, q_logit = model(slots.inputs, slots.carry)
+    carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
     return StepOutput(carry, logits, q_logit)
 
 
