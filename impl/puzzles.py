@@ -28,7 +28,7 @@ from types import ModuleType
 from errors import ConfigError
 from puzzle_dataset import Metadata, PuzzleSplit, read_dataset, read_split
 
-MODULES = {"sudoku": "data_sudoku"}  # data.puzzle -> module in impl/
+MODULES = {"sudoku": "data_sudoku", "arc": "data_arc"}  # data.puzzle -> module in impl/
 
 
 def module_for(name: str) -> ModuleType | None:

