@@ -88,7 +88,8 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
 def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
     """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
     (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
-    copy; and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
+    copy, plus the puzzle-embedding table when there are several identifiers (one fp32 copy, shared
+    with the EMA); and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
     block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
     D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
     W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
@@ -96,7 +97,8 @@ def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[in
     params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
     per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
     activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
-    return 5 * 4 * params, activations
+    table = 4 * mcfg.num_puzzle_identifiers * D if mcfg.num_puzzle_identifiers > 1 else 0
+    return 5 * 4 * params + table, activations
 
 
 def machine_memory(device: torch.device) -> int | None:

@@ -6,7 +6,9 @@
     python impl/evaluate.py --data-config hf.json               # another data section (same puzzle shape)
 
 Writes eval_<split>.json (metrics and breakdowns) and depth_<split>.json / .csv / .png (accuracy
-after each supervision step 1..K) to the checkpoint's folder, or to --out.
+after each supervision step 1..K) to the checkpoint's folder, or to --out. A puzzle module with a
+report of its own (ARC: voting over the augmented versions, pass@K, a submission file) adds it
+to eval_<split>.json and writes its files there too.
 
 The metrics (impl/metrics.py) are also what the training loop reports, so a number printed here
 and one in log.jsonl mean the same thing. The checkpoint's dataset metadata gives the shapes; the
@@ -27,7 +29,7 @@ from checkpoint import load_trained, write_atomic, write_text_atomic
 from config import load_config
 from device import pick_device_dtype
 from errors import ConfigError, DataError, run_cli
-from metrics import depth_benchmark, evaluate
+from metrics import depth_benchmark, predict_all, puzzle_metrics
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
 
@@ -137,8 +139,8 @@ def data_section(ckpt: dict, data_config: str | None) -> tuple[dict, str]:
 
 def check_fits(meta, trained: dict, where: str) -> None:
     """The data must have the shapes the model was trained on (its dataset metadata)."""
-    for key in ("seq_len", "vocab_size"):
-        if getattr(meta, key) != trained[key]:
+    for key in ("seq_len", "vocab_size", "num_puzzle_identifiers"):
+        if getattr(meta, key) != trained.get(key, 1):
             raise DataError(f"the data has {key} {getattr(meta, key)} but {where} was trained on {key} "
                             f"{trained[key]} (another puzzle type or size)")
 
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace) -> dict:
     limit = min(args.limit or split.n_examples, split.n_examples)
     inputs = np.asarray(split.inputs[:limit])
     labels = split.labels_for_training(np.arange(limit))
+    ids = split.example_identifiers()[:limit]
     hooks = data.hooks
     valid_fn = hooks.valid_fn(split.meta) if hooks else None
     breakdowns = {k: np.asarray(v)[:limit] for k, v in hooks.breakdowns(split).items()} if hooks else {}
@@ -205,23 +208,29 @@ def run(args: argparse.Namespace) -> dict:
     print(f"split: {args.split}, {len(inputs)} examples")
 
     t0 = time.time()
-    metrics = evaluate(model, inputs, labels, steps, args.batch_size, device, dtype, progress=progress,
-                       halt=args.halt, valid_fn=valid_fn, breakdowns=breakdowns)
+    pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, progress=progress,
+                       puzzle_ids=ids)
+    metrics = puzzle_metrics(inputs, labels, pred["answers"], pred["confidence"], pred["steps"], valid_fn, breakdowns)
     print(f"\nmetrics after {'up to ' if args.halt else ''}{steps} supervision steps"
           f"{' (halting on)' if args.halt else ''}, {time.time() - t0:.1f}s:")
     print(format_metrics(metrics))
+    report = hooks.report(split, pred, out_dir) if hooks else None
+    report_record, report_files = {}, []
+    if report is not None:  # the puzzle's own results (ARC: voting and pass@K), and its files
+        report_record, text, report_files = report
+        print("\n" + text)
     eval_path = out_dir / f"eval_{args.split}.json"
     record = {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "weights": weights, "split": args.split,
               "data": data.description, "N_sup": steps, "halt": args.halt,
-              "dtype": str(dtype).replace("torch.", ""), **metrics}
+              "dtype": str(dtype).replace("torch.", ""), **metrics, **report_record}
     write_text_atomic(eval_path, json.dumps(record, indent=2) + "\n")
-    files = [eval_path]
+    files = [eval_path, *report_files]
 
     rows = []
     if depth:
         t0 = time.time()
         rows = depth_benchmark(model, inputs, labels, depth, args.batch_size, device, dtype, progress=progress,
-                               valid_fn=valid_fn)
+                               valid_fn=valid_fn, puzzle_ids=ids)
         print(f"\ndepth benchmark, steps 1..{depth} ({time.time() - t0:.1f}s); h.* = halting on, "
               f"each puzzle answers at its halting step capped at k:")
         print(format_depth_table(rows, N_sup))
@@ -232,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         if png.exists() and note.startswith("plot:"):
             files.append(png)
     print("wrote: " + ", ".join(str(f) for f in files))
-    return {"metrics": metrics, "depth": rows, "files": files}
+    return {"metrics": metrics, "report": report_record or None, "depth": rows, "files": files}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,6 +40,7 @@ from errors import ConfigError, Interrupted, NonFiniteLoss
 from loggers import RunLog
 from metrics import evaluate
 from puzzle_dataset import TrainSampler, training_labels
+from sign_sgd import SparseSignSGD
 from trm import Carry, TRMConfig, count_parameters, trm_loss
 
 # Keys that may differ between a checkpoint and the run that resumes it.
@@ -58,6 +59,7 @@ class Slots:
     carry: Carry
     steps: torch.Tensor    # (B,)
     halted: torch.Tensor   # (B,) bool: this slot takes a new example before the next step
+    puzzle_ids: torch.Tensor | None = None  # (B,) each example's puzzle identifier (its puzzle embedding)
 
 
 @dataclass
@@ -86,9 +88,11 @@ def print0(*args) -> None:
 class EMA:
     """Exponential moving average of the weights, kept in a copy of the model."""
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, shared: list[torch.Tensor] = ()) -> None:
+        """shared: tensors the copy uses as they are instead of copying them (the puzzle embeddings:
+        trained outside the EMA, as official, so evaluation reads their current values)."""
         self.decay = decay
-        self.model = copy.deepcopy(model).eval()
+        self.model = copy.deepcopy(model, memo={id(t): t for t in shared}).eval()
         self.model.requires_grad_(False)
         self.updates = 0
 
@@ -226,14 +230,16 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
         distributed.shutdown()
 
 
-def eval_arrays(split, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and training labels (IGNORE_LABEL where no target) of a split's first `limit` examples (0: all)."""
+def eval_arrays(split, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, training labels (IGNORE_LABEL where no target) and puzzle identifiers of a split's
+    first `limit` examples (0: all)."""
     n = min(limit or split.n_examples, split.n_examples)
-    return np.array(split.inputs[:n]), split.labels_for_training(np.arange(n))
+    return np.array(split.inputs[:n]), split.labels_for_training(np.arange(n)), split.example_identifiers()[:n]
 
 
 def model_config(config: dict, meta) -> TRMConfig:
-    return TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len, **config["model"])
+    return TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                     num_puzzle_identifiers=meta.num_puzzle_identifiers, **config["model"])
 
 
 def train(config: dict, resume: bool, progress: bool, build_model, step_fn: StepFn, d: distributed.Dist,
@@ -266,15 +272,28 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     print0(f"model: {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     optimizer = make_optimizer(model, t_cfg)
-    ema = EMA(model, t_cfg["ema_decay"]) if t_cfg["ema"] else None
+    # Several puzzle identifiers (ARC): their embeddings are trained sparsely by sign-SGD, outside
+    # the main optimiser and the EMA (official); the EMA copy shares the table.
+    puzzle_emb = getattr(model, "puzzle_emb", None)
+    sparse = SparseSignSGD(puzzle_emb, t_cfg["puzzle_emb_weight_decay"], d) if puzzle_emb is not None else None
+    if puzzle_emb is not None:
+        print0(f"puzzle embeddings: {mcfg.num_puzzle_identifiers:,} x {mcfg.hidden_size}, sign-SGD with lr "
+               f"{t_cfg['puzzle_emb_lr']:g} (on the lr schedule) and weight decay {t_cfg['puzzle_emb_weight_decay']:g}, "
+               f"rows of the batch only, outside the EMA")
+    ema = EMA(model, t_cfg["ema_decay"], shared=[puzzle_emb.weight] if puzzle_emb is not None else []) \
+        if t_cfg["ema"] else None
     if t_cfg["compile"]:
         model.net.compile()
     # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
     # A model whose step may leave parameters unused (JEPA with weight 0) says so in ddp_find_unused.
+    # Buffers are not broadcast: they are equal on every process (same seed or checkpoint), and the
+    # puzzle-embedding table, the one buffer that changes, gets the same sparse update everywhere.
     trained = (torch.nn.parallel.DistributedDataParallel(
-        model, find_unused_parameters=getattr(model, "ddp_find_unused", False)) if d.enabled else model)
+        model, find_unused_parameters=getattr(model, "ddp_find_unused", False), broadcast_buffers=False)
+        if d.enabled else model)
     # Every process runs the same sampler and halting draws over the global batch, and keeps its slice.
     sampler = TrainSampler(train_split, t_cfg["seed"])
+    example_ids = train_split.example_identifiers().astype(np.int64)  # the puzzle identifier of every example
     augment = data.hooks.augment if d_cfg["augment"] and data.hooks is not None else None
     halt_gen = torch.Generator().manual_seed(t_cfg["seed"])
 
@@ -285,7 +304,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                   labels=torch.zeros(G, S, dtype=torch.long, device=device),
                   carry=model.initial_carry(B, device, dtype),
                   steps=torch.zeros(G, dtype=torch.long, device=device),
-                  halted=torch.ones(G, dtype=torch.bool, device=device))
+                  halted=torch.ones(G, dtype=torch.bool, device=device),
+                  puzzle_ids=torch.zeros(G, dtype=torch.long, device=device))
     step, best_exact, best_step, elapsed_before = 0, -1.0, 0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
@@ -306,7 +326,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         halt_gen.set_state(ckpt["halt_gen"])
         slots = Slots(s["inputs"].to(device), s["labels"].to(device),
                       Carry(s["y"][:, mine].to(device, dtype), s["z"][:, mine].to(device, dtype)),
-                      s["steps"].to(device), s["halted"].to(device))
+                      s["steps"].to(device), s["halted"].to(device),
+                      s.get("puzzle_ids", torch.zeros(G, dtype=torch.long)).to(device))
         step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
         best_step = ckpt.get("best_step", 0)
         set_rng_state(ckpt["rng"])
@@ -338,7 +359,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
             "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
             "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": y, "z": z,
-                      "steps": slots.steps.cpu(), "halted": slots.halted.cpu()},
+                      "steps": slots.steps.cpu(), "halted": slots.halted.cpu(), "puzzle_ids": slots.puzzle_ids.cpu()},
         }
 
     eval_model = ema.model if ema is not None else model
@@ -356,11 +377,13 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     final = {"test": eval_arrays(data.test, 0)}
 
     def run_eval(split: str, net: torch.nn.Module = eval_model) -> dict:
+        inputs, labels, ids = during if split == "during" else final[split]
         if split == "during":
-            return {**evaluate(net, *during, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
-                               stop_unchanged=t_cfg["eval_stop_unchanged"]),
+            return {**evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype,
+                               valid_fn=valid_fn, stop_unchanged=t_cfg["eval_stop_unchanged"], puzzle_ids=ids),
                     "stop_unchanged": t_cfg["eval_stop_unchanged"]}
-        return evaluate(net, *final[split], eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn)
+        return evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
+                        puzzle_ids=ids)
 
     window = dict.fromkeys(WINDOW_KEYS, 0)
     t_start = time.time()
@@ -379,6 +402,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 new_inputs, new_labels = augment(new_inputs, new_labels, meta, sampler.rng)
             slots.inputs[idx] = torch.from_numpy(new_inputs.astype(np.int64)).to(device)
             slots.labels[idx] = torch.from_numpy(training_labels(new_labels, meta)).to(device)
+            slots.puzzle_ids[idx] = torch.from_numpy(example_ids[chosen]).to(device)
             slots.carry = model.reset_carry(slots.carry, slots.halted[mine])
             slots.steps = torch.where(slots.halted, 0, slots.steps)
 
@@ -389,7 +413,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
 
         # 3. One supervision step on this process's slots: forward through T cycles, backward
         #    through the last one.
-        local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine])
+        local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine],
+                      slots.puzzle_ids[mine])
         out = step_fn(trained, local, config)
         parts = trm_loss(out.logits, out.q_logit, local.labels, t_cfg["loss"], t_cfg["halt_loss_weight"])
         loss = parts.loss + sum(out.extra_losses.values())
@@ -405,6 +430,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if sparse is not None:  # the rows of this step's puzzle embeddings, on the same schedule as lr
+            sparse.step(lr * t_cfg["puzzle_emb_lr"] / t_cfg["lr"])
         if ema is not None:
             ema.update(model)
         step += 1

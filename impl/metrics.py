@@ -81,17 +81,20 @@ def puzzle_metrics(inputs, labels, answers, confidence=None, steps=None, valid_f
 @torch.no_grad()
 def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: torch.device, dtype: torch.dtype,
                 halt: bool = False, keep_steps: bool = False, progress: bool = False, desc: str = "eval",
-                stop_unchanged: int = 0) -> dict:
-    """model.predict over inputs in batches: answers (N, S), confidence (N,), steps (N,) and, with
-    keep_steps, per_step (K, N, S) and per_step_confidence (K, N). Restores train/eval mode."""
+                stop_unchanged: int = 0, puzzle_ids: np.ndarray | None = None) -> dict:
+    """model.predict over inputs (and their puzzle identifiers, None: all 0) in batches: answers
+    (N, S), confidence (N,), steps (N,) and, with keep_steps, per_step (K, N, S) and
+    per_step_confidence (K, N). Restores train/eval mode."""
     was_training = model.training
     model.eval()
     parts: dict[str, list] = {"answers": [], "confidence": [], "steps": [], "per_step": [], "per_step_confidence": []}
     try:
         for start in tqdm(range(0, len(inputs), batch_size), desc=desc, leave=False, disable=not progress):
             x = torch.from_numpy(np.array(inputs[start:start + batch_size], dtype=np.int64)).to(device)
+            ids = None if puzzle_ids is None else \
+                torch.from_numpy(np.array(puzzle_ids[start:start + batch_size], dtype=np.int64)).to(device)
             pred = model.predict(x, N_sup=N_sup, halt=halt, keep_steps=keep_steps, dtype=dtype,
-                                 stop_unchanged=stop_unchanged)
+                                 stop_unchanged=stop_unchanged, puzzle_ids=ids)
             parts["answers"].append(pred.answers.cpu().numpy())
             parts["confidence"].append(pred.confidence.float().cpu().numpy())
             parts["steps"].append(pred.steps.cpu().numpy())
@@ -112,17 +115,19 @@ def predict_all(model, inputs: np.ndarray, N_sup: int, batch_size: int, device: 
 
 def evaluate(model, inputs: np.ndarray, labels: np.ndarray, N_sup: int, batch_size: int, device: torch.device,
              dtype: torch.dtype, progress: bool = False, halt: bool = False, valid_fn: ValidFn | None = None,
-             breakdowns: dict[str, np.ndarray] | None = None, stop_unchanged: int = 0) -> dict:
+             breakdowns: dict[str, np.ndarray] | None = None, stop_unchanged: int = 0,
+             puzzle_ids: np.ndarray | None = None) -> dict:
     """puzzle_metrics after N_sup supervision steps. halt=False runs every puzzle N_sup steps (the
     official evaluation); halt=True stops each at its first step whose halting logit is > 0;
     stop_unchanged=k stops each once its answer has not changed for k steps (TRM.predict)."""
     pred = predict_all(model, inputs, N_sup, batch_size, device, dtype, halt=halt, progress=progress,
-                       stop_unchanged=stop_unchanged)
+                       stop_unchanged=stop_unchanged, puzzle_ids=puzzle_ids)
     return puzzle_metrics(inputs, labels, pred["answers"], pred["confidence"], pred["steps"], valid_fn, breakdowns)
 
 
 def depth_benchmark(model, inputs: np.ndarray, labels: np.ndarray, K: int, batch_size: int, device: torch.device,
-                    dtype: torch.dtype, progress: bool = False, valid_fn: ValidFn | None = None) -> list[dict]:
+                    dtype: torch.dtype, progress: bool = False, valid_fn: ValidFn | None = None,
+                    puzzle_ids: np.ndarray | None = None) -> list[dict]:
     """Accuracy after each supervision step k = 1..K (K may exceed the trained N_sup).
 
     Per k: exact/token/blank accuracy, validity and halting accuracy of the answer after exactly k
@@ -130,7 +135,8 @@ def depth_benchmark(model, inputs: np.ndarray, labels: np.ndarray, K: int, batch
     confidence > 0.5) capped at k: halt_exact_acc, halt_token_acc, halt_validity, halted_frac
     (h <= k) and halt_avg_steps (min(h, k)).
     """
-    pred = predict_all(model, inputs, K, batch_size, device, dtype, keep_steps=True, progress=progress, desc="depth")
+    pred = predict_all(model, inputs, K, batch_size, device, dtype, keep_steps=True, progress=progress, desc="depth",
+                       puzzle_ids=puzzle_ids)
     per_step, per_conf = pred["per_step"], pred["per_step_confidence"]
     n = per_step.shape[1]
     halts = per_conf > 0.5                                               # (K, N)

@@ -128,6 +128,10 @@ class PuzzleSplit:
         """The puzzle of every example, (examples,)."""
         return np.repeat(np.arange(self.n_puzzles), np.diff(self.puzzle_indices))
 
+    def example_identifiers(self) -> np.ndarray:
+        """The puzzle identifier of every example (its puzzle embedding), (examples,)."""
+        return np.asarray(self.puzzle_identifiers)[self.example_puzzles()]
+
     def labels_for_training(self, idx: np.ndarray) -> np.ndarray:
         """labels[idx] as int64 with ignore_label_id replaced by IGNORE_LABEL."""
         return training_labels(self.labels[idx], self.meta)

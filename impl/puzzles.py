@@ -17,6 +17,8 @@ A puzzle module (data_sudoku.py, ...) offers, by name:
     reference(puzzle, meta) -> answer | None    the puzzle's unique answer (None: several right answers;
                                                 ValueError: not to be answered), for solve.py (optional)
     problem(puzzle, answer, meta) -> str        why an answer is not valid ('' if it is), for solve.py (optional)
+    report(split, pred, out_dir) -> (record, text, files)   the puzzle's own evaluation of predictions
+                                                (ARC: voting, pass@K, a submission), for evaluate.py (optional)
 The trainer and evaluator call only these; they know no puzzle.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from types import ModuleType
 from errors import ConfigError
 from puzzle_dataset import Metadata, PuzzleSplit, read_dataset, read_split
 
-MODULES = {"sudoku": "data_sudoku", "maze": "data_maze"}  # data.puzzle -> module in impl/
+MODULES = {"sudoku": "data_sudoku", "maze": "data_maze", "arc": "data_arc"}  # data.puzzle -> module in impl/
 
 
 def module_for(name: str) -> ModuleType | None:
@@ -58,6 +60,10 @@ class Hooks:
     def breakdowns(self, split: PuzzleSplit) -> dict:
         make = getattr(self.module, "breakdowns", None)
         return make(split) if make is not None else {}
+
+    def report(self, split: PuzzleSplit, pred: dict, out_dir: Path):
+        make = getattr(self.module, "report", None)
+        return make(split, pred, out_dir) if make is not None else None
 
 
 def hooks_for(meta: Metadata) -> Hooks | None:

@@ -198,10 +198,10 @@ def depth_curve(study: dict, run: dict, out: Path) -> list[dict]:
                                              run["config"]["training"]["dtype"])
         model, _, _ = load_trained(run_dir / "last.pt", device)
         data = puzzles.load(run["config"]["data"], progress=False)
-        inputs, labels = eval_arrays(data.test, limit)
+        inputs, labels, ids = eval_arrays(data.test, limit)
         valid_fn = data.hooks.valid_fn(data.test.meta) if data.hooks else None
         rows = depth_benchmark(model, inputs, labels, K, run["config"]["training"]["eval_batch_size"], device, dtype,
-                               valid_fn=valid_fn)
+                               valid_fn=valid_fn, puzzle_ids=ids)
         write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
     return [{"step": r["step"], "exact_acc": r["exact_acc"]} for r in json.loads(path.read_text())]
 

@@ -34,6 +34,8 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.batch_size", t["batch_size"] >= 1, "must be >= 1"),
         ("training.max_steps", t["max_steps"] >= 0, "must be >= 0"),
         ("training.lr", t["lr"] > 0, "must be > 0"),
+        ("training.puzzle_emb_lr", t["puzzle_emb_lr"] >= 0, "must be >= 0"),
+        ("training.puzzle_emb_weight_decay", t["puzzle_emb_weight_decay"] >= 0, "must be >= 0"),
         ("training.warmup_steps", t["warmup_steps"] >= 0, "must be >= 0"),
         ("training.ema_decay", 0.0 <= t["ema_decay"] < 1.0, "must be in [0, 1)"),
         ("training.eval_every", t["eval_every"] >= 1, "must be >= 1"),

