@@ -11,7 +11,7 @@ Each becomes a folder in data.data_dir named by its parameters, with train/, tes
 asked for), built once, atomically; a damaged one is rebuilt. The token layout is the official
 maze builder's (maze_rules.py), so official Maze-Hard builds and these are interchangeable.
 
-    python impl/data_maze.py bench                   # generator throughput at 15x15 and 30x30
+    python impl/data_maze.py bench                   # generator throughput at 8x8, 15x15 and 30x30
     python impl/data_maze.py generate --size 12      # build (or find) a generated dataset folder
 """
 from __future__ import annotations
@@ -209,8 +209,8 @@ def format(tokens: np.ndarray, meta: pd.Metadata, marked: np.ndarray | None = No
 # Command line: bench and generate
 # ----------------------------------------------------------------------------------------------
 
-# size -> (min_path_len, wall_density, mazes) timed by `bench`: the maze.json setting, and Maze-Hard's bar
-_BENCH = {15: (20, 0.4, 6000), 30: (111, 0.38, 200)}
+# size -> (min_path_len, wall_density, mazes) timed by `bench`: maze.json's setting, a middle size, Maze-Hard's bar
+_BENCH = {8: (6, 0.4, 6000), 15: (20, 0.4, 6000), 30: (111, 0.38, 200)}
 
 
 def _histogram(values: np.ndarray) -> str:
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Maze data: generator benchmark and dataset builder.")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="measure generator throughput (15x15 and 30x30)")
-    bench.add_argument("--sizes", type=int, nargs="+", default=[15, 30], help="maze sizes to time")
+    bench.add_argument("--sizes", type=int, nargs="+", default=[8, 15, 30], help="maze sizes to time")
     bench.add_argument("--scale", type=float, default=1.0, help="multiply the default maze counts")
     bench.add_argument("--workers", type=int, default=0, help="worker processes (0 = all cores)")
     bench.add_argument("--seed", type=int, default=0, help="generator seed")
