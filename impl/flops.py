@@ -11,7 +11,8 @@ def model_flops(cfg: TRMConfig, batch: int) -> dict:
     One call of f runs num_layers blocks; a block is the mixer (attention: qkv, scores, weighted
     sum, output projection; mlp_t: gate+up and down across the sequence) plus the SwiGLU over the
     hidden dimension. A supervision step calls f T*(n+1) times forward; the last cycle's n+1
-    calls are also back-propagated, at twice the forward cost (input and weight gradients).
+    calls are also back-propagated, at twice the forward cost (input and weight gradients); with
+    gradient="one_step" only its last two.
     Elementwise work (norms, activations, rotary) is left out, as is usual for MFU.
     """
     L, B, D = cfg.total_len, batch, cfg.hidden_size
@@ -26,5 +27,6 @@ def model_flops(cfg: TRMConfig, batch: int) -> dict:
     per_call = cfg.num_layers * (mixer + ffn)
     heads = 2 * B * cfg.seq_len * D * cfg.vocab_size + 2 * B * D
     forward = cfg.T * (cfg.n + 1) * per_call + heads
-    train = forward + 2 * ((cfg.n + 1) * per_call + heads)
+    backward_calls = 2 if cfg.gradient == "one_step" else cfg.n + 1
+    train = forward + 2 * (backward_calls * per_call + heads)
     return {"forward": forward, "train": train, "per_f_call": per_call}

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -330,6 +332,32 @@ def discard(root: Path) -> str:
         folder.rmdir()
     root.rmdir()
     return "the old one was removed"
+
+
+def find_or_build(root: str | os.PathLike, build: Callable[[Path], str], rebuild: str = "") -> tuple[Path, str]:
+    """The dataset folder at root and its one-line description: found and checked, or made by
+    build(root), which writes it (write_dataset) and returns the description. A damaged folder, or
+    any folder when `rebuild` gives a reason (e.g. "data.force_download is set"), is discarded
+    first, saying so on stderr. If another process writes the same folder meanwhile, theirs is
+    read, checked and used."""
+    root = Path(root)
+    if root.exists():
+        problem = rebuild
+        if not problem:
+            try:
+                return root, _description(root)
+            except DataError as e:
+                problem = f"it is damaged ({e})"
+        print(f"{root}: building it again, {problem}: {discard(root)}", file=sys.stderr)
+    try:
+        return root, build(root)
+    except FileExistsError:
+        return root, _description(root)
+
+
+def _description(root: Path) -> str:
+    train, _ = read_dataset(root)
+    return str(train.meta.extra.get("description", root.name))
 
 
 # ----------------------------------------------------------------------------------------------

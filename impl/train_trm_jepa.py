@@ -59,6 +59,7 @@ RUN_CONFIG = {
         "width_multiple": 256,       # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact widths)
         "T": 2,                      # T in paper (3): cycles per supervision step, the first T-1 without grad
         "n": 3,                      # n in paper (6): latent updates z <- f(x + y + z) per cycle
+        "gradient": "last_cycle",    # last_cycle (paper: back-propagate through the last cycle) | one_step (last z and y updates only, as HRM)
         "N_sup": 16,                 # N_sup in paper: max supervision steps per puzzle
         "halt_exploration_prob": 0.1,  # chance a puzzle is held for a random minimum number of steps
         "pos_encoding": "none",      # rope | learned | none (mlp_t needs none: it is position-aware)

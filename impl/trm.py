@@ -8,7 +8,8 @@ One tiny network f (a couple of post-norm blocks) is reused for two updates:
 
 That is one cycle. A supervision step runs T cycles, the first T-1 under torch.no_grad(), and
 returns the carry (y, z) detached, so each supervision step back-propagates through exactly one
-cycle. Training repeats supervision steps (deep supervision, up to N_sup per puzzle), one
+cycle (gradient="one_step": through its last z update and the y update only, HRM's approximation,
+for the paper's ablation). Training repeats supervision steps (deep supervision, up to N_sup per puzzle), one
 optimizer step each. The output head reads y; the halting (Q) head predicts from y whether the
 current answer is entirely right.
 
@@ -58,6 +59,8 @@ class TRMConfig:
     expansion: float = 4.0           # SwiGLU width factor
     width_multiple: int = 256        # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact)
     T: int = 3                       # T in paper (official: H_cycles); T-1 cycles run without grad
+    gradient: str = "last_cycle"     # last_cycle (paper, official: through the last cycle's n + 1 calls of f) |
+                                     # one_step (HRM's 1-step approximation: through the last z and y updates only)
     n: int = 6                       # n in paper (official: L_cycles); z updates per cycle
     N_sup: int = 16                  # N_sup in paper (official: halt_max_steps)
     halt_exploration_prob: float = 0.1  # chance a puzzle gets a random minimum number of steps
@@ -81,6 +84,7 @@ class TRMConfig:
             ("expansion", self.expansion > 0, "must be > 0"),
             ("T", self.T >= 1, "must be >= 1"),
             ("n", self.n >= 1, "must be >= 1"),
+            ("gradient", self.gradient in ("last_cycle", "one_step"), "must be last_cycle or one_step"),
             ("N_sup", self.N_sup >= 1, "must be >= 1"),
             ("halt_exploration_prob", 0.0 <= self.halt_exploration_prob <= 1.0, "must be in [0, 1]"),
             ("pos_encoding", self.pos_encoding in ("rope", "learned", "none"), "must be rope, learned or none"),
@@ -429,6 +433,14 @@ class TRM(nn.Module):
         with torch.no_grad():                                           # T-1 cycles without gradient
             for _ in range(self.config.T - 1):
                 y, z = self.latent_recursion(x, y, z)
+            if self.config.gradient == "one_step":                      # and the last cycle's first n-1 z updates
+                rope, xy = self._rope(), x + y
+                for _ in range(self.config.n - 1):
+                    z = self.net(z, xy, rope)
+        if self.config.gradient == "one_step":
+            rope = self._rope()
+            z = self.net(z, x + y, rope)
+            return self.net(y, z, rope), z
         return self.latent_recursion(x, y, z)                           # the last cycle carries gradient
 
     def forward(self, inputs: torch.Tensor, carry: Carry,

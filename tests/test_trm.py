@@ -196,6 +196,48 @@ def test_gradient_flows_through_last_cycle_only(mlp_t):
     assert any(not torch.allclose(a, b) for a, b in zip(g_step, g_full))
 
 
+@pytest.mark.parametrize("mlp_t", [False, True])
+def test_one_step_gradient_goes_through_the_last_z_and_y_updates_only(mlp_t):
+    """gradient="one_step" computes the same outputs as the default; its gradient is that of the
+    last z update and the y update alone, run from the states everything before them produced
+    without gradient, and differs from the last-cycle gradient."""
+    cfg = tiny_config(mlp_t=mlp_t, pos_encoding="none" if mlp_t else "rope", T=2, n=3)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    one = TRM(TRMConfig(**{**cfg.__dict__, "gradient": "one_step"}))
+    one.load_state_dict(model.state_dict())
+    inputs, labels = random_batch(cfg)
+
+    def grads(m, logits):
+        softmax_cross_entropy(logits, labels).mean().backward()
+        g = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in m.parameters()]
+        m.zero_grad()
+        return g
+
+    carry, logits, _ = model(inputs, model.initial_carry(3))
+    g_cycle = grads(model, logits)
+    carry1, logits1, _ = one(inputs, one.initial_carry(3))
+    g_one = grads(one, logits1)
+    torch.testing.assert_close(logits1, logits)
+    torch.testing.assert_close(carry1.z, carry.z)
+
+    x = one.input_embedding(inputs)
+    c0 = one.initial_carry(3)
+    y, z = c0.y, c0.z
+    rope = one._rope()
+    with torch.no_grad():
+        for _ in range(cfg.T - 1):
+            y, z = one.latent_recursion(x, y, z)
+        for _ in range(cfg.n - 1):
+            z = one.net(z, x + y, rope)
+    z = one.net(z, x + y, rope)
+    y = one.net(y, z, rope)
+    g_manual = grads(one, one.heads(y)[0])
+    for a, b in zip(g_one, g_manual):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(g_one, g_cycle))
+
+
 def test_carry_is_detached_between_supervision_steps():
     """A loss on the second supervision step gives the same gradient whether or not the first
     step was run with autograd on: nothing flows back into step one."""
@@ -276,6 +318,7 @@ def test_stablemax_matches_definition():
     ("T", 0, "model.T"), ("n", 0, "model.n"), ("hidden_size", 30, "divisible by num_heads"),
     ("pos_encoding", "alibi", "model.pos_encoding"), ("N_sup", 0, "model.N_sup"),
     ("mlp_t_norm", "channel", "model.mlp_t_norm"), ("prefix_learned", "none", "model.prefix_learned"),
+    ("gradient", "full", "model.gradient"),
 ])
 def test_bad_model_config_names_the_key(key, value, message):
     with pytest.raises(ValueError, match=message):
