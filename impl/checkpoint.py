@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from errors import CheckpointError
+from arch import build_model
 from trm import TRM, TRMConfig
 
 _UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, checkpoints get the usual 0666 & ~umask
@@ -93,7 +94,7 @@ def dataset_of(ckpt: dict) -> dict:
 
 
 def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, dict, str]:
-    """A trained model (EMA weights when the checkpoint has them, in eval mode), the checkpoint
+    """A trained model of the saved model.arch (EMA weights when the checkpoint has them, in eval mode), the checkpoint
     dict (with "dataset" filled in for older ones), and which weights were used ("EMA" or "raw")."""
     ckpt = load_checkpoint(path, TRAIN_COMMAND)
     missing = [key for key in ("model", "model_config", "config") if key not in ckpt]
@@ -102,7 +103,7 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     ckpt["dataset"] = dataset_of(ckpt)
     # Checkpoints from before model.mlp_t_norm and model.prefix_learned existed were trained with
     # the per-token mlp_t norm and every prefix position learned: keep them computing that.
-    model = TRM(TRMConfig(**{"mlp_t_norm": "hidden", "prefix_learned": "all", **ckpt["model_config"]}))
+    model = build_model(TRMConfig(**{"mlp_t_norm": "hidden", "prefix_learned": "all", **ckpt["model_config"]}))
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.

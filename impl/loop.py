@@ -46,7 +46,7 @@ from trm import Carry, TRMConfig, count_parameters, trm_loss
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
-                     "training.eval_stop_unchanged",
+                     "training.eval_stop_unchanged", "training.patience",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download", "data.maze.force_download")
 
@@ -67,7 +67,8 @@ class StepOutput:
     """What a script's step_fn returns for one supervision step."""
     carry: Carry
     logits: torch.Tensor                                  # (B, seq_len, V)
-    q_logit: torch.Tensor                                 # (B,)
+    q_logit: torch.Tensor                                 # (B,) halting logit: > 0 halts
+    halt_logit: torch.Tensor | None = None                # (B,) the logit the halting BCE trains (None: q_logit)
     extra_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # added to the loss, share logged
     logs: dict[str, float] = field(default_factory=dict)  # more numbers for the log
 
@@ -269,7 +270,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     np.random.seed(t_cfg["seed"])
     torch.manual_seed(t_cfg["seed"])
     model = build_model(mcfg, config).to(device)
-    print0(f"model: {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
+    print0(f"model: {mcfg.arch}, {count_parameters(model):,} parameters, {'mlp_t' if mcfg.mlp_t else 'attention'}, "
            f"D={mcfg.hidden_size}, T={mcfg.T}, n={mcfg.n}, N_sup={mcfg.N_sup}")
     optimizer = make_optimizer(model, t_cfg)
     # Several puzzle identifiers (ARC): their embeddings are trained sparsely by sign-SGD, outside
@@ -307,6 +308,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                   halted=torch.ones(G, dtype=torch.bool, device=device),
                   puzzle_ids=torch.zeros(G, dtype=torch.long, device=device))
     step, best_exact, best_step, elapsed_before = 0, -1.0, 0, 0.0
+    stale_evals = 0                                       # evaluations since the last improvement (patience)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     if resume:
@@ -330,6 +332,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                       s.get("puzzle_ids", torch.zeros(G, dtype=torch.long)).to(device))
         step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
         best_step = ckpt.get("best_step", 0)
+        stale_evals = ckpt.get("stale_evals", 0)
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
     elif d.is_main:
@@ -354,7 +357,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.model.state_dict() if ema is not None else None,
             "ema_updates": ema.updates if ema is not None else 0,
-            "step": step, "best_exact": best_exact, "best_step": best_step,
+            "step": step, "best_exact": best_exact, "best_step": best_step, "stale_evals": stale_evals,
             "elapsed": elapsed_before + (time.time() - t_start),
             "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
             "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
@@ -416,7 +419,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine],
                       slots.puzzle_ids[mine])
         out = step_fn(trained, local, config)
-        parts = trm_loss(out.logits, out.q_logit, local.labels, t_cfg["loss"], t_cfg["halt_loss_weight"])
+        parts = trm_loss(out.logits, out.q_logit if out.halt_logit is None else out.halt_logit, local.labels,
+                         t_cfg["loss"], t_cfg["halt_loss_weight"])
         loss = parts.loss + sum(out.extra_losses.values())
         finite = bool(torch.isfinite(loss))
         if d.enabled:  # every process stops together
@@ -474,11 +478,13 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 log({"kind": "train", **record})
             window = dict.fromkeys(WINDOW_KEYS, 0)
 
+        patience_out = False
         if step % t_cfg["eval_every"] == 0 or boundary:
             state = checkpoint_state()  # collective: all processes take part
             if d.is_main:
                 metrics = run_eval("during")
                 improved = metrics["exact_acc"] > best_exact
+                stale_evals = state["stale_evals"] = 0 if improved else stale_evals + 1
                 if improved:
                     best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
                 valid = f"valid {metrics['validity']:.4f} " if "validity" in metrics else ""
@@ -490,6 +496,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
+            patience_out = t_cfg["patience"] > 0 and stale_evals >= t_cfg["patience"]
+            if d.enabled:  # rank 0 alone evaluated: every process stops with it
+                patience_out = bool(distributed.mean(torch.tensor(float(patience_out)), d) > 0)
         elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
             state = checkpoint_state()
             if d.is_main:
@@ -501,6 +510,12 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                               f"(continue with --resume)", signum)
         if out_of_time:
             print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
+            break
+        if patience_out:
+            print0(f"early stop at step {step}: {stale_evals} evaluations without a better {select_name} exact "
+                   f"accuracy (training.patience {t_cfg['patience']}); best.pt is from step {best_step}")
+            if d.is_main:
+                log({"kind": "early_stop", "step": step, "best_step": best_step, "patience": t_cfg["patience"]})
             break
     bar.close()
     result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}

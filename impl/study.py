@@ -44,7 +44,8 @@ from metrics import depth_benchmark
 from config import parse_json
 from errors import ConfigError, UserError, run_cli
 from flops import model_flops
-from trm import TRM, TRMConfig, count_parameters
+from arch import build_model
+from trm import TRMConfig, count_parameters
 
 IMPL = Path(__file__).resolve().parent
 SCRIPTS = ("train_trm.py", "train_trm_jepa.py")
@@ -156,7 +157,7 @@ def plan(study: dict, out: Path) -> list[dict]:
             run_config = json.loads(json.dumps(config))
             run_config["training"].update(t)
             runs.append({"name": name, "setting": setting, "seed": seed, "config_path": path, "config": run_config,
-                         "params": count_parameters(TRM(mcfg)), "step_flops": step_flops})
+                         "params": count_parameters(build_model(mcfg)), "step_flops": step_flops})
     return runs
 
 
@@ -170,10 +171,13 @@ def records(run_dir: Path) -> list[dict]:
 
 
 def finished(run: dict, out: Path) -> bool:
-    """Trained to the end: its log holds the final test of the last checkpoint."""
+    """Trained to the end: its log holds the final test of the last checkpoint (at max_steps, the
+    time limit, or an early stop by training.patience)."""
     t = run["config"]["training"]
-    tests = [r for r in records(out / "runs" / run["name"]) if r["kind"] == "test" and r.get("checkpoint") == "last"]
-    return bool(tests) and (t["time_limit_min"] > 0 or tests[-1]["step"] >= t["max_steps"])
+    log = records(out / "runs" / run["name"])
+    tests = [r for r in log if r["kind"] == "test" and r.get("checkpoint") == "last"]
+    stopped = any(r["kind"] == "early_stop" for r in log)
+    return bool(tests) and (t["time_limit_min"] > 0 or stopped or tests[-1]["step"] >= t["max_steps"])
 
 
 def train(study: dict, run: dict, out: Path) -> None:

@@ -14,7 +14,8 @@ import torch
 import loop
 import train_cli
 from loop import Slots, StepOutput
-from trm import TRM, TRMConfig
+from arch import build_model
+from trm import TRMConfig
 
 RUN_CONFIG = {
     "model": {
@@ -33,6 +34,11 @@ RUN_CONFIG = {
         "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
         "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
         "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
+        "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
+        "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
+        "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
+        "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
+        "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
     },
     "data": {
         "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
@@ -111,6 +117,7 @@ RUN_CONFIG = {
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
         "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
+        "patience": 0,               # stop after this many evaluations without a better exact accuracy, keeping best.pt (0: off)
         "log_every": 50,             # write a log line every this many steps
         "tensorboard": False,        # also write TensorBoard event files in the run folder (pip install tensorboard)
         "wandb_project": "",         # also log to this Weights & Biases project ("": off; pip install wandb)
@@ -125,13 +132,21 @@ RUN_CONFIG = {
 
 
 def build_trm(mcfg: TRMConfig, config: dict) -> torch.nn.Module:
-    return TRM(mcfg)
+    return build_model(mcfg)  # the class of model.arch
 
 
 def trm_step(model: torch.nn.Module, slots: Slots, config: dict) -> StepOutput:
-    """One supervision step of plain TRM: T cycles from the carry, the last with gradient."""
-    carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
-    return StepOutput(carry, logits, q_logit)
+    """One supervision step: TRM's T cycles from the carry, the last with gradient. hrm and
+    transformer halt by Q-learning: the loop's halting BCE trains q_halt, and the continue head's
+    BCE against its bootstrapped target is added with the same weight (official: 0.5 each)."""
+    if config["model"]["arch"] == "trm":
+        carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
+        return StepOutput(carry, logits, q_logit)
+    carry, logits, q_logit, q = model(slots.inputs, slots.carry, slots.puzzle_ids, steps=slots.steps)
+    weight = config["training"]["halt_loss_weight"]
+    return StepOutput(carry, logits, q_logit, halt_logit=q.halt,
+                      extra_losses={"q_continue": weight * q.continue_loss},
+                      logs={"q_continue_target": q.target.mean().item()})
 
 
 def main(config: dict, resume: bool = False, progress: bool = True, build_model=build_trm,

@@ -67,6 +67,11 @@ RUN_CONFIG = {
         "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
         "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
         "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
+        "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
+        "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
+        "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
+        "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
+        "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
     },
     "data": {
         "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
@@ -145,6 +150,7 @@ RUN_CONFIG = {
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
         "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
+        "patience": 0,               # stop after this many evaluations without a better exact accuracy, keeping best.pt (0: off)
         "log_every": 50,             # write a log line every this many steps
         "tensorboard": False,        # also write TensorBoard event files in the run folder (pip install tensorboard)
         "wandb_project": "",         # also log to this Weights & Biases project ("": off; pip install wandb)
@@ -196,6 +202,9 @@ def check_jepa_config(config: dict, source: str = "config") -> None:
     for key, ok, why in rules:
         if not ok:
             raise ConfigError(f"{source}: training.{key}: {t[key]!r} {why}")
+    if config["model"]["arch"] != "trm":
+        raise ConfigError(f"{source}: model.arch: {config['model']['arch']!r} must be 'trm' for the JEPA script "
+                          f"(train the other architectures with impl/train_trm.py)")
 
 
 # ----------------------------------------------------------------------------------------------

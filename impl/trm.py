@@ -36,6 +36,10 @@ Inside the model, states are laid out sequence-first, (L, B, D): the MLP across 
 then one plain matrix product over a (L, B*D) view, and its norm is over dim 0. The public inputs
 and outputs are batch-first. The compute dtype follows the carry: a bf16 carry runs the network in
 bf16 with fp32 weights cast at use (as the official code's forward_dtype); an fp32 carry runs in fp32.
+Variants, each off by default: separate_nets gives the y update its own network (f_H, with f as
+f_L for z: the paper's "separate f_H, f_L" ablation); single_z keeps one state s (official
+trm_singlez: n updates s <- f(s + x), then s <- f(s), heads on s; carried where y is). The other
+architectures on the same loop (arch: hrm, transformer) subclass TRM in hrm.py and transformer.py.
 This file holds model code only: no I/O, no data, no training loop.
 """
 from __future__ import annotations
@@ -47,6 +51,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+ARCHS = ("trm", "hrm", "transformer")  # model.arch: the models that share this config, the loop and the heads
 
 
 @dataclass
@@ -72,6 +79,11 @@ class TRMConfig:
     num_puzzle_identifiers: int = 1  # puzzle embeddings at position 0: 1 = one shared vector; more = a row each (ARC)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    arch: str = "trm"                # trm | hrm (impl/hrm.py) | transformer (impl/transformer.py)
+    separate_nets: bool = False      # trm: a second network f_H for the y update (paper's ablation); f stays f_L for z
+    single_z: bool = False           # trm: one latent state, no separate y (official trm_singlez), carried in y
+    H_layers: int = 0                # hrm: blocks in f_H (0: num_layers, the blocks of f_L)
+    depth: int = 0                   # transformer: blocks of its one network (0: num_layers * T * (n + 1))
 
     def __post_init__(self) -> None:
         checks = [
@@ -92,6 +104,12 @@ class TRMConfig:
             ("mlp_t_norm", self.mlp_t_norm in ("sequence", "hidden"), "must be sequence or hidden"),
             ("prefix_learned", self.prefix_learned in ("first", "all"), "must be first or all"),
             ("num_puzzle_identifiers", self.num_puzzle_identifiers >= 1, "must be >= 1"),
+            ("arch", self.arch in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+            ("H_layers", self.H_layers >= 0, "must be >= 0 (0: num_layers)"),
+            ("depth", self.depth >= 0, "must be >= 0 (0: num_layers * T * (n + 1))"),
+            ("separate_nets", not self.separate_nets or self.arch == "trm", f"is a trm option (model.arch is {self.arch!r})"),
+            ("single_z", not self.single_z or self.arch == "trm", f"is a trm option (model.arch is {self.arch!r})"),
+            ("single_z", not (self.single_z and self.separate_nets), "cannot be combined with model.separate_nets"),
         ]
         if self.num_puzzle_identifiers > 1:
             checks.append(("n_prefix", self.n_prefix >= 1,
@@ -109,6 +127,13 @@ class TRMConfig:
     @property
     def total_len(self) -> int:
         return self.n_prefix + self.seq_len
+
+    @property
+    def f_layers(self) -> int:
+        """Blocks of the network self.net: f (trm), f_L (hrm), or the transformer's whole depth."""
+        if self.arch == "transformer":
+            return self.depth or self.num_layers * self.T * (self.n + 1)
+        return self.num_layers
 
 
 def swiglu_width(size: int, expansion: float, multiple: int = 256) -> int:
@@ -260,15 +285,15 @@ class Block(nn.Module):
 
 
 class TinyNetwork(nn.Module):
-    """f in the paper: f(state, injection) = blocks(state + injection)."""
+    """f in the paper: f(state, injection) = blocks(state + injection); injection None: blocks(state)."""
 
-    def __init__(self, config: TRMConfig) -> None:
+    def __init__(self, config: TRMConfig, num_layers: int | None = None) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(num_layers or config.num_layers))
 
-    def forward(self, state: torch.Tensor, injection: torch.Tensor,
+    def forward(self, state: torch.Tensor, injection: torch.Tensor | None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        h = state + injection
+        h = state if injection is None else state + injection
         for block in self.blocks:
             h = block(h, rope)
         return h
@@ -316,6 +341,8 @@ class Prediction:
 
 
 class TRM(nn.Module):
+    q_outputs = 1  # outputs of the Q head: the halting logit
+
     def __init__(self, config: TRMConfig) -> None:
         super().__init__()
         self.config = config
@@ -341,9 +368,10 @@ class TRM(nn.Module):
             self.register_buffer("rope_sin", angles.sin(), persistent=False)
         else:
             self.rope_cos = self.rope_sin = None
-        self.net = TinyNetwork(config)                                 # f, shared by both updates
+        self.net = TinyNetwork(config, config.f_layers)                # f, shared by both updates (f_L with separate_nets)
+        self.net_y = TinyNetwork(config) if config.separate_nets else None  # f_H: the y update, with separate_nets
         self.output_head = CastedLinear(D, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(D, 1)                                # halting logit
+        self.q_head = CastedLinear(D, self.q_outputs)                   # halting logit (hrm, transformer: halt, continue)
         # y_init and z_init: fixed random vectors, as in the official code (H_init, L_init).
         self.register_buffer("y_init", torch.empty(D))
         self.register_buffer("z_init", torch.empty(D))
@@ -415,8 +443,15 @@ class TRM(nn.Module):
         xy = x + y                                                      # fixed during the n updates
         for _ in range(self.config.n):
             z = self.net(z, xy, rope)
-        y = self.net(y, z, rope)
+        y = (self.net if self.net_y is None else self.net_y)(y, z, rope)
         return y, z
+
+    def single_recursion(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """One cycle with a single latent s (single_z): n updates s <- f(s + x), then s <- f(s)."""
+        rope = self._rope()
+        for _ in range(self.config.n):
+            s = self.net(s, x, rope)
+        return self.net(s, None, rope)
 
     def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Output logits (B, seq_len, V) and halting logit (B,) from the answer state y (L, B, D)."""
@@ -430,6 +465,8 @@ class TRM(nn.Module):
         """T cycles from the carry; returns (y, z) after the last one, the only one with gradient."""
         y, z = carry.y, carry.z
         x = self.input_embedding(inputs, puzzle_ids).to(y.dtype)
+        if self.config.single_z:                                        # one state, in y's place; z stays as it is
+            return self.deep_single(x, y), z
         with torch.no_grad():                                           # T-1 cycles without gradient
             for _ in range(self.config.T - 1):
                 y, z = self.latent_recursion(x, y, z)
@@ -442,6 +479,20 @@ class TRM(nn.Module):
             z = self.net(z, x + y, rope)
             return self.net(y, z, rope), z
         return self.latent_recursion(x, y, z)                           # the last cycle carries gradient
+
+    def deep_single(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """deep_recursion with one latent (single_z): T cycles, gradient through the last one (or,
+        one_step, through its last s <- f(s + x) and the final s <- f(s))."""
+        rope = self._rope()
+        with torch.no_grad():
+            for _ in range(self.config.T - 1):
+                s = self.single_recursion(x, s)
+            if self.config.gradient == "one_step":
+                for _ in range(self.config.n - 1):
+                    s = self.net(s, x, rope)
+        if self.config.gradient == "one_step":
+            return self.net(self.net(s, x, rope), None, rope)
+        return self.single_recursion(x, s)
 
     def forward(self, inputs: torch.Tensor, carry: Carry,
                 puzzle_ids: torch.Tensor | None = None) -> tuple[Carry, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,274 @@
+"""The comparison models on the shared loop: HRM, the direct transformer, the TRM variants
+(separate f_H/f_L, single latent), their FLOP counts, and early stopping by patience."""
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import checkpoint
+import train_trm
+from arch import build_model
+from errors import ConfigError
+from flops import block_flops, model_flops
+from hrm import HRM
+from loop import Slots
+from train_cli import check_config
+from transformer import DirectTransformer
+from trm import TRM, TRMConfig, softmax_cross_entropy, trm_loss
+
+VARIANTS = {"trm": {}, "hrm": {"arch": "hrm"}, "transformer": {"arch": "transformer", "depth": 3},
+            "separate_nets": {"separate_nets": True}, "single_z": {"single_z": True}}
+
+
+def tiny_config(**overrides) -> TRMConfig:
+    base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_layers=2, num_heads=2, T=2, n=2, N_sup=4)
+    return TRMConfig(**{**base, **overrides})
+
+
+def random_batch(cfg: TRMConfig, B: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(1, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    labels = torch.randint(2, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    return inputs, labels
+
+
+# -- each architecture learns through the training script's step function ------------------------
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_arch_loss_falls_through_the_step_function(name):
+    cfg = tiny_config(**VARIANTS[name])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    inputs, _ = random_batch(cfg)
+    labels = 2 + inputs % (cfg.vocab_size - 2)                         # a rule the model can learn
+    config = {"model": {"arch": cfg.arch}, "training": {"halt_loss_weight": 0.5}}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        slots = Slots(inputs, labels, model.initial_carry(len(inputs)), torch.zeros(len(inputs), dtype=torch.long),
+                      torch.zeros(len(inputs), dtype=torch.bool))
+        out = train_trm.trm_step(model, slots, config)
+        halt_logit = out.q_logit if out.halt_logit is None else out.halt_logit
+        parts = trm_loss(out.logits, halt_logit, labels)
+        loss = parts.loss + sum(out.extra_losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(parts.ce.item())
+    assert set(out.extra_losses) == (set() if cfg.arch == "trm" else {"q_continue"})
+    assert losses[-1] < 0.2 * losses[0], losses                        # cross entropy (the halting terms
+    # rise once answers come right: the halting heads start at "never halt")
+
+
+def test_build_model_picks_the_class_of_the_arch():
+    assert type(build_model(tiny_config())) is TRM
+    assert type(build_model(tiny_config(arch="hrm"))) is HRM
+    transformer = build_model(tiny_config(arch="transformer"))
+    assert type(transformer) is DirectTransformer
+    assert len(transformer.net.blocks) == 2 * 2 * (2 + 1)             # default depth: num_layers * T * (n + 1)
+    assert len(build_model(tiny_config(arch="hrm", H_layers=3)).net_H.blocks) == 3
+
+
+# -- HRM: two networks, one-step gradient, Q-learning halting --------------------------------------
+
+def test_hrm_gradient_flows_through_the_last_f_L_and_f_H_calls_only():
+    """The gradient of one HRM step equals that of the last f_L and f_H calls alone, run from the
+    states the no-grad calls produced (by hand); back-propagating through every call differs."""
+    cfg = tiny_config(arch="hrm", T=2, n=3, mlp_t=True, pos_encoding="none")
+    torch.manual_seed(0)
+    model = HRM(cfg)
+    with torch.no_grad():
+        model.q_head.weight.normal_()
+    inputs, labels = random_batch(cfg)
+    carry0 = model.initial_carry(len(inputs))
+
+    def loss_of(logits, q):
+        return softmax_cross_entropy(logits, labels).mean() + F.binary_cross_entropy_with_logits(q, torch.ones_like(q))
+
+    def grads():
+        g = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        model.zero_grad()
+        return g
+
+    new_carry, logits, q = model(inputs, carry0)
+    loss_of(logits, q).backward()
+    g_step = grads()
+    assert not new_carry.y.requires_grad and not new_carry.z.requires_grad
+
+    def by_hand(no_grad_calls: bool):
+        x = model.input_embedding(inputs)
+        z_H, z_L = carry0.y, carry0.z
+        calls = []                                                    # T * n f_L calls, T f_H calls, in order
+        for cycle in range(cfg.T):
+            calls += [("L", None)] * cfg.n + [("H", None)]
+        with torch.no_grad() if no_grad_calls else torch.enable_grad():
+            for kind, _ in calls[:-2]:
+                if kind == "L":
+                    z_L = model.net(z_L, z_H + x, None)
+                else:
+                    z_H = model.net_H(z_H, z_L, None)
+        z_L = model.net(z_L, z_H + x, None)
+        z_H = model.net_H(z_H, z_L, None)
+        loss_of(*model.heads(z_H)).backward()
+        return grads()
+
+    for a, b in zip(g_step, by_hand(no_grad_calls=True)):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(g_step, by_hand(no_grad_calls=False)))
+
+
+def test_hrm_continue_target_bootstraps_from_the_next_step():
+    cfg = tiny_config(arch="hrm", N_sup=3)
+    torch.manual_seed(0)
+    model = HRM(cfg)
+    with torch.no_grad():
+        model.q_head.weight.normal_()
+    inputs, _ = random_batch(cfg)
+    carry0 = model.initial_carry(len(inputs))
+    steps = torch.tensor([0, 1, 2, 2])                                  # the last two take their last step (N_sup 3)
+    new_carry, logits, q_logit, q = model(inputs, carry0, steps=steps)
+    _, q_halt, q_continue = model.q_values(model.deep_recursion(inputs, carry0)[0])
+    torch.testing.assert_close(q.halt, q_halt)
+    torch.testing.assert_close(q_logit, q_halt - q_continue)         # halts when q_halt > q_continue
+    _, next_halt, next_continue = model.q_values(model.deep_recursion(inputs, new_carry)[0])
+    expected = torch.sigmoid(torch.where(steps + 1 >= 3, next_halt, torch.maximum(next_halt, next_continue)))
+    torch.testing.assert_close(q.target, expected)
+    assert not q.target.requires_grad
+    torch.testing.assert_close(q.continue_loss, F.binary_cross_entropy_with_logits(q_continue, expected))
+
+
+def test_transformer_is_one_pass_of_its_network():
+    cfg = tiny_config(arch="transformer", depth=3)
+    torch.manual_seed(0)
+    model = DirectTransformer(cfg)
+    inputs, _ = random_batch(cfg)
+    carry0 = model.initial_carry(len(inputs))
+    new_carry, logits, _ = model(inputs, carry0)
+    y = model.net(carry0.y, model.input_embedding(inputs), model._rope())
+    torch.testing.assert_close(new_carry.y, y)
+    torch.testing.assert_close(logits, model.heads(y)[0])
+    assert torch.equal(new_carry.z, carry0.z)
+
+
+# -- TRM variants ------------------------------------------------------------------------------
+
+def test_variant_flags_off_leave_the_default_trm_unchanged():
+    """Flags off: the same parameters and the same output, bit for bit, as the plain config; with
+    separate_nets on and f_H a copy of f, the output is again the same (f_H only does the y update)."""
+    torch.manual_seed(0)
+    plain = TRM(tiny_config())
+    torch.manual_seed(0)
+    flags_off = TRM(tiny_config(separate_nets=False, single_z=False, arch="trm", H_layers=0, depth=0))
+    assert plain.state_dict().keys() == flags_off.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), flags_off.state_dict().values()))
+    inputs, _ = random_batch(plain.config)
+    carry = plain.initial_carry(len(inputs))
+    out_plain, out_off = plain(inputs, carry), flags_off(inputs, carry)
+    assert torch.equal(out_plain[1], out_off[1]) and torch.equal(out_plain[0].y, out_off[0].y)
+
+    separate = TRM(tiny_config(separate_nets=True))
+    state = dict(plain.state_dict())
+    state.update({k.replace("net.", "net_y.", 1): v for k, v in plain.state_dict().items() if k.startswith("net.")})
+    separate.load_state_dict(state)
+    assert torch.equal(separate(inputs, carry)[1], out_plain[1])
+    separate.net_y.blocks[0].mlp.down.weight.data.mul_(2)              # now f_H differs: so does the output
+    assert not torch.equal(separate(inputs, carry)[1], out_plain[1])
+
+
+def test_single_z_matches_a_by_hand_recursion():
+    cfg = tiny_config(single_z=True, T=2, n=3)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    inputs, _ = random_batch(cfg)
+    carry0 = model.initial_carry(len(inputs))
+    new_carry, logits, q = model(inputs, carry0)
+    x, s = model.input_embedding(inputs), carry0.y
+    for _ in range(cfg.T):
+        for _ in range(cfg.n):
+            s = model.net(s, x, model._rope())
+        s = model.net(s, None, model._rope())
+    torch.testing.assert_close(new_carry.y, s)
+    torch.testing.assert_close(logits, model.heads(s)[0])
+    assert torch.equal(new_carry.z, carry0.z)                          # no second state
+
+
+@pytest.mark.parametrize("overrides,key", [({"arch": "hrmm"}, "model.arch"),
+                                           ({"arch": "hrm", "separate_nets": True}, "model.separate_nets"),
+                                           ({"single_z": True, "separate_nets": True}, "model.single_z"),
+                                           ({"depth": -1}, "model.depth"), ({"H_layers": -1}, "model.H_layers")])
+def test_bad_arch_config_names_the_key(overrides, key):
+    with pytest.raises(ValueError, match=key):
+        tiny_config(**overrides)
+
+
+# -- FLOPs -------------------------------------------------------------------------------------
+
+def test_flops_count_each_arch_by_hand():
+    B = 4
+    trm = tiny_config(T=2, n=3)
+    block = block_flops(trm, B)
+    heads = 2 * B * 16 * 32 * 6 + 2 * B * 32
+    heads2 = heads + 2 * B * 32                                          # two Q outputs
+    assert model_flops(trm, B)["forward"] == 2 * 4 * 2 * block + heads
+    assert model_flops(tiny_config(T=2, n=3, single_z=True), B) == model_flops(trm, B)
+    assert model_flops(tiny_config(T=2, n=3, separate_nets=True), B) == model_flops(trm, B)
+    hrm = model_flops(tiny_config(arch="hrm", T=2, n=3, H_layers=1), B)
+    forward = (2 * 3 * 2 + 2 * 1) * block + heads2                      # T*n f_L calls (2 blocks), T f_H calls (1 block)
+    assert hrm["forward"] == forward
+    assert hrm["train"] == forward + 2 * ((2 + 1) * block + heads2) + forward  # last f_L and f_H; Q target pass
+    tf = model_flops(tiny_config(arch="transformer", depth=5), B)
+    assert tf["train"] == 3 * (5 * block + heads2) + (5 * block + heads2)
+
+
+# -- on the loop: checkpoints of each arch, patience -----------------------------------------------
+
+def run_config(tmp_path, data_dir, model: dict, **training) -> dict:
+    config = copy.deepcopy(train_trm.RUN_CONFIG)
+    config["model"].update(hidden_size=16, T=2, n=2, N_sup=2, **model)
+    config["data"].update(grid_size=4, n_train=64, n_test=16, givens=[8, 10], data_dir=str(data_dir))
+    config["training"].update(runs_dir=str(tmp_path / "runs"), run_name="run", batch_size=8, max_steps=4,
+                              device="cpu", eval_every=2, log_every=2, warmup_steps=1, eval_batch_size=16)
+    config["training"].update(training)
+    return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", TRM)])
+def test_checkpoint_of_each_arch_loads_in_the_evaluator_and_predicts(tmp_path, data_dir, name, cls):
+    config = run_config(tmp_path, data_dir, dict(VARIANTS[name]))
+    check_config(config)
+    train_trm.main(config, progress=False)
+    model, ckpt, weights = checkpoint.load_trained(tmp_path / "runs" / "run" / "best.pt", torch.device("cpu"))
+    assert type(model) is cls and weights == "EMA"
+    assert ckpt["model_config"]["arch"] == model.config.arch
+    inputs = torch.randint(1, 6, (3, 16))
+    pred = model.predict(inputs, N_sup=3, halt=True)
+    assert pred.answers.shape == (3, 16) and ((pred.steps >= 1) & (pred.steps <= 3)).all()
+
+
+def test_patience_stops_a_run_whose_validation_metric_is_flat(tmp_path, data_dir):
+    """lr 1e-12: the weights do not move, so the validation exact accuracy never improves after the
+    first evaluation; with patience 2 the run stops at the third evaluation and keeps best.pt."""
+    config = run_config(tmp_path, data_dir, {}, max_steps=50, eval_every=1, lr=1e-12, patience=2, ema=False)
+    config["data"]["n_val"] = 16
+    result = train_trm.main(config, progress=False)
+    assert result["step"] == 3 and result["best_step"] == 1
+    log = [json.loads(line) for line in (tmp_path / "runs" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "eval"] == [1, 2, 3]
+    assert [r for r in log if r["kind"] == "early_stop"][0]["best_step"] == 1
+    assert checkpoint.load_checkpoint(tmp_path / "runs" / "run" / "best.pt")["step"] == 1
+
+
+def test_patience_and_arch_config_errors_name_the_key(tmp_path, data_dir):
+    config = run_config(tmp_path, data_dir, {}, patience=-1)
+    with pytest.raises(ConfigError, match="training.patience"):
+        check_config(config)
+    config = run_config(tmp_path, data_dir, {"arch": "hrm", "single_z": True})
+    with pytest.raises(ConfigError, match="model.single_z"):
+        check_config(config)
