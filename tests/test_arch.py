@@ -272,3 +272,11 @@ def test_patience_and_arch_config_errors_name_the_key(tmp_path, data_dir):
     config = run_config(tmp_path, data_dir, {"arch": "hrm", "single_z": True})
     with pytest.raises(ConfigError, match="model.single_z"):
         check_config(config)
+
+
+def test_the_jepa_script_refuses_another_arch():
+    import train_trm_jepa
+    config = copy.deepcopy(train_trm_jepa.RUN_CONFIG)
+    config["model"]["arch"] = "hrm"
+    with pytest.raises(ConfigError, match="model.arch"):
+        train_trm_jepa.check_jepa_config(config)
