@@ -36,7 +36,7 @@ from adam_atan2 import AdamATan2
 from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
 from config import check_resume_config
 from device import check_memory, cpu_description, pick_device, pick_dtype
-from ensemble import evaluate_ensemble, transforms_for
+from ensemble import evaluate_ensemble, format_rules, transforms_for
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from loggers import RunLog
 from metrics import evaluate
@@ -534,6 +534,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         run_log.close()
         total_time = elapsed_before + time.time() - t_start
         valid = f" valid {test_last['validity']:.4f}" if "validity" in test_last else ""
+        if "test_time" in test_last:  # the final test was an ensemble: every rule's figures
+            print0(format_rules(test_last["test_time"]))
         print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}{valid}; "
                f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
                f"{test_best['exact_acc']:.4f}; {total_time:.0f}s; checkpoints in {run_dir}")
