@@ -20,6 +20,7 @@ import argparse
 import os
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import errors
 import maze_gen
 import puzzle_dataset as pd
 from maze_hf import load_hf
-from maze_rules import VOCAB_SIZE, augment, canonical_key, format_maze, parse_maze, path_lengths, path_problem, \
+from maze_rules import VOCAB_SIZE, augment, canonical_key, dihedral_index, format_maze, parse_maze, path_lengths, path_problem, \
     size_of, unique_label, valid_paths
 
 PUZZLE = "maze"  # the name in dataset.json and in data.puzzle
@@ -153,6 +154,22 @@ def grid_size(meta: pd.Metadata) -> int:
 def augment_examples(inputs: np.ndarray, labels: np.ndarray, meta: pd.Metadata, rng: np.random.Generator):
     """One of the 8 symmetries of the square per example, from rng (maze_rules.augment)."""
     return augment(inputs, labels, grid_size(meta), rng)
+
+
+def _gather(tokens: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return np.asarray(tokens)[:, index]
+
+
+def symmetries(meta: pd.Metadata, k: int, rng: np.random.Generator) -> list[tuple]:
+    """k (forward, inverse) pairs of functions on token arrays (N, S): the identity first, then the
+    other 7 symmetries of the square in a random order (past 8 members they repeat, in the same order)."""
+    index = dihedral_index(grid_size(meta))                              # (8, S)
+    order = np.concatenate([[0], 1 + rng.permutation(7)])
+    pairs = []
+    for member in range(k):
+        forward = index[order[member % 8]]
+        pairs.append((partial(_gather, index=forward), partial(_gather, index=np.argsort(forward))))
+    return pairs
 
 
 def valid_fn(meta: pd.Metadata):

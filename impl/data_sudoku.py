@@ -8,6 +8,8 @@ Sources (data.source):
   splits share no solution grid up to symmetry (sudoku_rules.split_key).
 * ``hf``: the CSV files of ``sapientinc/sudoku-extreme``, or any dataset repo with the same
   ``source,question,answer,rating`` layout (sudoku_hf.py).
+* ``csv``: local CSV files in that layout, by path (data.csv_train, data.csv_test), with the same
+  row checks (sudoku_hf.load_csv); without data.csv_train the test file is both splits.
 Each becomes a folder in data.data_dir named by its parameters, with train/, test/ (and val/
 when asked for), built once, atomically; a damaged one is rebuilt. The token layout is the
 official builder's (sudoku_rules.py), so official Sudoku builds and these are interchangeable.
@@ -18,9 +20,11 @@ official builder's (sudoku_rules.py), so official Sudoku builds and these are in
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +33,9 @@ import errors
 import puzzle_dataset as pd
 import sudoku_gen
 from sudoku_gen import make_generated_split, split_supply_problem
-from sudoku_hf import load_hf
-from sudoku_rules import BLANK, SIZES, augment, canonical_key, format_grid, format_marked, parse_puzzle, valid_grids, \
-    vocab_size
+from sudoku_hf import load_csv, load_hf
+from sudoku_rules import BLANK, SIZES, apply_symmetry, augment, canonical_key, format_grid, format_marked, \
+    invert_symmetry, parse_puzzle, random_symmetry, valid_grids, vocab_size
 from sudoku_solver import solve
 
 PUZZLE = "sudoku"  # the name in dataset.json and in data.puzzle
@@ -121,8 +125,8 @@ def _cfg(cfg: dict, key: str):
 def data_source(cfg: dict) -> str:
     """The source a data config selects: use_builtin_sample=True overrides data.source."""
     source = "builtin" if _cfg(cfg, "use_builtin_sample") else _cfg(cfg, "source")
-    if source not in ("builtin", "generated", "hf"):
-        raise ValueError(f"data.source: {source!r} is not one of builtin, generated, hf")
+    if source not in ("builtin", "generated", "hf", "csv"):
+        raise ValueError(f"data.source: {source!r} is not one of builtin, generated, hf, csv")
     return source
 
 
@@ -150,7 +154,18 @@ def check_data_config(cfg: dict) -> None:
         max_rating = _cfg(cfg, "max_rating")
         if max_rating != -1 and max_rating < _cfg(cfg, "min_rating"):
             raise ValueError(f"data.max_rating: {max_rating} must be -1 (no maximum) or >= data.min_rating ({cfg['min_rating']})")
-    if source in ("generated", "hf") and _cfg(cfg, "min_rating") < 0:
+    if source == "csv":
+        if not _cfg(cfg, "csv_test"):
+            raise ValueError("data.csv_test: a CSV file is needed with data.source 'csv' "
+                             "(columns source,question,answer,rating)")
+        _cfg(cfg, "csv_train")
+        for key in ("train_subset", "test_subset", "val_subset"):
+            if _cfg(cfg, key) < 0:
+                raise ValueError(f"data.{key}: {cfg[key]} must be >= 0 (0 = all rows)")
+        if _cfg(cfg, "max_rating") != -1:
+            raise ValueError(f"data.max_rating: {cfg['max_rating']} is not supported for source {source!r} (use -1); "
+                             f"only data.min_rating filters CSV rows")
+    if source in ("generated", "hf", "csv") and _cfg(cfg, "min_rating") < 0:
         raise ValueError(f"data.min_rating: {cfg['min_rating']} must be >= 0")
     if source == "hf":
         if len(_cfg(cfg, "splits")) != 2:
@@ -164,6 +179,15 @@ def check_data_config(cfg: dict) -> None:
                              f"only data.min_rating filters CSV rows")
 
 
+def _files_key(*paths: str) -> str:
+    """8 hex digits that change with the files' paths, sizes and modification times (a changed file is read again)."""
+    parts = []
+    for path in paths:
+        stat = Path(path).stat() if path and Path(path).is_file() else None
+        parts.append(f"{Path(path).resolve() if path else ''}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:8]
+
+
 def dataset_path(cfg: dict) -> Path:
     """The folder in data.data_dir that holds the dataset a data section describes."""
     source = data_source(cfg)
@@ -175,6 +199,11 @@ def dataset_path(cfg: dict) -> Path:
         val = f"_va{cfg['n_val']}" if cfg["n_val"] else ""
         name = (f"sudoku{cfg['grid_size']}_tr{cfg['n_train']}{val}_te{cfg['n_test']}_g{lo}-{hi}"
                 f"_r{cfg['min_rating']}-{top}_s{cfg['seed']}")
+    elif source == "csv":
+        val = f"_va{cfg['val_subset']}" if cfg["val_subset"] else ""
+        skip = "_skipbad" if cfg["skip_bad_rows"] else ""
+        name = (f"csv_{Path(cfg['csv_test']).stem}_{_files_key(cfg['csv_train'], cfg['csv_test'])}_sub"
+                f"{cfg['train_subset']}-{cfg['test_subset']}{val}_r{cfg['min_rating']}_s{cfg['seed']}{skip}")
     else:
         val = f"_va{cfg['val_subset']}" if cfg["val_subset"] else ""
         skip = "_skipbad" if cfg["skip_bad_rows"] else ""
@@ -202,6 +231,14 @@ def _arrays(cfg: dict, progress: bool) -> tuple[dict, str]:
             rating = f", rating {cfg['min_rating']}-{top}"
         val = f" / {cfg['n_val']} val" if cfg["n_val"] else ""
         return arrays, f"generated {size}x{size}, {cfg['n_train']} train{val} / {cfg['n_test']} test, {lo}-{hi} givens{rating}"
+    if source == "csv":
+        arrays = load_csv(cfg["csv_train"], cfg["csv_test"], train_subset=cfg["train_subset"],
+                          test_subset=cfg["test_subset"], min_rating=cfg["min_rating"], seed=cfg["seed"],
+                          skip_bad_rows=cfg["skip_bad_rows"], progress=progress, val_subset=cfg["val_subset"])
+        val = f" / {len(arrays['val_inputs'])} val" if "val_inputs" in arrays else ""
+        train = cfg["csv_train"] or f"{cfg['csv_test']} (train = test: for evaluation, not held-out)"
+        return arrays, (f"CSV {train} / {cfg['csv_test']}, {len(arrays['train_inputs'])} train{val} / "
+                        f"{len(arrays['test_inputs'])} test" + (f", rating >= {cfg['min_rating']}" if cfg["min_rating"] else ""))
     arrays = load_hf(repo_id=cfg["repo_id"], splits=tuple(cfg["splits"]), train_subset=cfg["train_subset"],
                      test_subset=cfg["test_subset"], min_rating=cfg["min_rating"],
                      force_download=cfg["force_download"], seed=cfg["seed"], skip_bad_rows=cfg["skip_bad_rows"],
@@ -255,6 +292,19 @@ def grid_size(meta: pd.Metadata) -> int:
 def augment_examples(inputs: np.ndarray, labels: np.ndarray, meta: pd.Metadata, rng: np.random.Generator):
     """A random relabelling and validity-preserving permutation per example (sudoku_rules.augment)."""
     return augment(inputs, labels, grid_size(meta), rng)
+
+
+def symmetries(meta: pd.Metadata, k: int, rng: np.random.Generator) -> list[tuple]:
+    """k (forward, inverse) pairs of functions on token arrays (N, S): the identity first, then random
+    digit relabellings with band, stack, row, column and transpose moves (sudoku_rules.random_symmetry)."""
+    size = grid_size(meta)
+    pairs = []
+    for member in range(k):
+        index, token_map = random_symmetry(size, rng, identity=member == 0)
+        inv_index, inv_map = invert_symmetry(index, token_map)
+        pairs.append((partial(apply_symmetry, index=index, token_map=token_map),
+                      partial(apply_symmetry, index=inv_index, token_map=inv_map)))
+    return pairs
 
 
 def valid_fn(meta: pd.Metadata):

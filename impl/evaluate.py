@@ -4,6 +4,11 @@
     python impl/evaluate.py --checkpoint runs/x/last.pt --split train --limit 500
     python impl/evaluate.py --halt --depth 32                   # halting on; depth benchmark up to 32 steps
     python impl/evaluate.py --data-config hf.json               # another data section (same puzzle shape)
+    python impl/evaluate.py --members 16 --member-kind noise --sigma 0.1 --select halt   # a test-time ensemble
+
+With --members K > 1 each puzzle is answered by K members in one batch (impl/ensemble.py: the
+puzzle's symmetries mapped back, noisy latent trajectories, or both) and --select picks the answer;
+every rule's accuracy is printed and saved under "test_time".
 
 Writes eval_<split>.json (metrics and breakdowns) and depth_<split>.json / .csv / .png (accuracy
 after each supervision step 1..K) to the checkpoint's folder, or to --out. A puzzle module with a
@@ -29,6 +34,7 @@ from checkpoint import load_trained, write_atomic, write_text_atomic
 from config import load_config
 from device import pick_device_dtype
 from errors import ConfigError, DataError, run_cli
+from ensemble import KINDS, RULES, evaluate_ensemble, format_rules, transforms_for
 from metrics import depth_benchmark, predict_all, puzzle_metrics
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
@@ -158,6 +164,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=-1,
                         help="depth benchmark up to K steps (-1: 2x the model's N_sup; 0: skip)")
     parser.add_argument("--halt", action="store_true", help="stop each puzzle at its halting step (logit > 0)")
+    parser.add_argument("--members", type=int, default=1, help="K members per puzzle, one batch (1: no ensemble)")
+    parser.add_argument("--member-kind", choices=KINDS, default="symmetry",
+                        help="symmetry: the puzzle's symmetries, answers mapped back; noise: Gaussian noise on the "
+                             "latent z at each supervision step; both")
+    parser.add_argument("--sigma", type=float, default=0.0, help="scale of the latent noise (noise and both members)")
+    parser.add_argument("--select", choices=RULES, default="vote",
+                        help="vote (majority, ties to the halting logit) | halt (highest halting logit) | first "
+                             "(first to halt) | valid (answers breaking the rules dropped, then vote)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the members' symmetries and noise")
     parser.add_argument("--batch-size", type=int, default=256, help="puzzles per batch")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
@@ -169,6 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("limit", "steps", "batch_size"):
         if getattr(args, name) < (1 if name == "batch_size" else 0):
             parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= {1 if name == 'batch_size' else 0}")
+    if args.members < 1:
+        parser.error(f"--members: {args.members} must be >= 1")
+    if not args.sigma >= 0:
+        parser.error(f"--sigma: {args.sigma} must be >= 0")
     if args.depth < -1:
         parser.error(f"--depth: {args.depth} must be >= 0 (or -1 for 2x N_sup)")
     return args
@@ -207,14 +226,31 @@ def run(args: argparse.Namespace) -> dict:
     print(f"data: {data.description} [{data_from}]")
     print(f"split: {args.split}, {len(inputs)} examples")
 
+    ensemble = args.members > 1
+    if ensemble:
+        if args.select == "valid" and valid_fn is None:
+            raise ConfigError("--select valid: this puzzle type has no rule check (use vote, halt or first)")
+        try:
+            transforms_for(hooks, split.meta, args.member_kind, 1, args.seed)
+        except ValueError as e:
+            raise ConfigError(f"--member-kind: {e}") from None
     t0 = time.time()
-    pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, progress=progress,
-                       puzzle_ids=ids)
-    metrics = puzzle_metrics(inputs, labels, pred["answers"], pred["confidence"], pred["steps"], valid_fn, breakdowns)
+    if ensemble:
+        metrics = evaluate_ensemble(model, inputs, labels, args.members, args.member_kind, args.sigma, args.select,
+                                    steps, args.batch_size, device, dtype, hooks, split.meta, valid_fn, halt=args.halt,
+                                    puzzle_ids=ids, seed=args.seed, breakdowns=breakdowns, progress=progress)
+        pred = None
+    else:
+        pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, progress=progress,
+                           puzzle_ids=ids)
+        metrics = puzzle_metrics(inputs, labels, pred["answers"], pred["confidence"], pred["steps"], valid_fn,
+                                 breakdowns)
     print(f"\nmetrics after {'up to ' if args.halt else ''}{steps} supervision steps"
           f"{' (halting on)' if args.halt else ''}, {time.time() - t0:.1f}s:")
     print(format_metrics(metrics))
-    report = hooks.report(split, pred, out_dir) if hooks else None
+    if ensemble:
+        print(format_rules(metrics["test_time"]))
+    report = hooks.report(split, pred, out_dir) if hooks and pred is not None else None
     report_record, report_files = {}, []
     if report is not None:  # the puzzle's own results (ARC: voting and pass@K), and its files
         report_record, text, report_files = report

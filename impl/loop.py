@@ -36,6 +36,7 @@ from adam_atan2 import AdamATan2
 from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
 from config import check_resume_config
 from device import check_memory, cpu_description, pick_device, pick_dtype
+from ensemble import evaluate_ensemble, format_rules, transforms_for
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from loggers import RunLog
 from metrics import evaluate
@@ -46,7 +47,9 @@ from trm import Carry, TRMConfig, count_parameters, trm_loss
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
-                     "training.eval_stop_unchanged", "training.patience",
+                     "training.eval_stop_unchanged", "training.patience", "training.test_time", "training.test_time.members",
+                     "training.test_time.member_kind", "training.test_time.sigma", "training.test_time.select",
+                     "training.test_time.seed",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download", "data.maze.force_download")
 
@@ -368,6 +371,15 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     eval_model = ema.model if ema is not None else model
     eval_N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
     valid_fn = data.hooks.valid_fn(meta) if data.hooks is not None else None
+    tt = t_cfg["test_time"]
+    if tt["members"] > 1:  # what the final test's ensemble needs, checked before any training
+        if tt["select"] == "valid" and valid_fn is None:
+            raise ConfigError("training.test_time.select: 'valid' needs a rule check, and this dataset's puzzle type "
+                              "has none (use vote, halt or first)")
+        try:
+            transforms_for(data.hooks, data.test.meta, tt["member_kind"], 1, tt["seed"])
+        except ValueError as e:
+            raise ConfigError(f"training.test_time.member_kind: {e}") from None
     # best.pt is chosen on the validation split; the test split is read only at the end, for the
     # last and the best checkpoint. Without a validation split, the test split chooses (and says so).
     select_name = "val" if data.val is not None else "test"
@@ -385,6 +397,11 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             return {**evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype,
                                valid_fn=valid_fn, stop_unchanged=t_cfg["eval_stop_unchanged"], puzzle_ids=ids),
                     "stop_unchanged": t_cfg["eval_stop_unchanged"]}
+        tt = t_cfg["test_time"]
+        if tt["members"] > 1:  # the final test as an ensemble (impl/ensemble.py)
+            return evaluate_ensemble(net, inputs, labels, tt["members"], tt["member_kind"], tt["sigma"], tt["select"],
+                                     eval_N_sup, t_cfg["eval_batch_size"], device, dtype, data.hooks, data.test.meta,
+                                     valid_fn, puzzle_ids=ids, seed=tt["seed"])
         return evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
                         puzzle_ids=ids)
 
@@ -532,6 +549,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         run_log.close()
         total_time = elapsed_before + time.time() - t_start
         valid = f" valid {test_last['validity']:.4f}" if "validity" in test_last else ""
+        if "test_time" in test_last:  # the final test was an ensemble: every rule's figures
+            print0(format_rules(test_last["test_time"]))
         print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}{valid}; "
                f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
                f"{test_best['exact_acc']:.4f}; {total_time:.0f}s; checkpoints in {run_dir}")

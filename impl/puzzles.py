@@ -12,6 +12,9 @@ A puzzle module (data_sudoku.py, ...) offers, by name:
     build_dataset(cfg, progress) -> (Path, str)  the dataset folder and a one-line description
     augment(inputs, labels, meta, rng)          a random validity-preserving transform (optional)
     valid_fn(meta) -> fn(inputs, answers)       (N,) bool: answers that obey the rules (optional)
+    symmetries(meta, k, rng) -> [(forward, inverse)] * k   k transforms of token arrays (N, S), the first
+                                                the identity, each with the function that exactly undoes it
+                                                on answers: test-time ensembles, impl/ensemble.py (optional)
     breakdowns(split) -> {name: values}         groups for evaluation tables (optional)
     parse(text, meta) / format(tokens, meta[, marked])   typed puzzles and printing, for solve.py (optional)
     reference(puzzle, meta) -> answer | None    the puzzle's unique answer (None: several right answers;
@@ -56,6 +59,10 @@ class Hooks:
     def valid_fn(self, meta: Metadata):
         make = getattr(self.module, "valid_fn", None)
         return make(meta) if make is not None else None
+
+    def symmetries(self, meta: Metadata, k: int, rng):
+        make = getattr(self.module, "symmetries", None)
+        return make(meta, k, rng) if make is not None else None
 
     def breakdowns(self, split: PuzzleSplit) -> dict:
         make = getattr(self.module, "breakdowns", None)

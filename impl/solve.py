@@ -4,6 +4,7 @@
     python impl/solve.py --checkpoint runs/x/best.pt --steps "<puzzle>"   # show every supervision step
     python impl/solve.py --checkpoint runs/maze/best.pt --steps "$(cat maze.txt)"  # a maze: N lines of N cells
     python impl/solve.py --file puzzles.txt --halt --max-steps 32
+    python impl/solve.py --members 8 --member-kind both --sigma 0.1 "<puzzle>"   # a test-time ensemble
 
 The checkpoint's dataset names the puzzle type; its module (impl/puzzles.py) reads and prints the
 puzzle, checks it and knows its answer. A Sudoku is 16, 36 or 81 cells (digits, '.' or '0' blank);
@@ -13,7 +14,10 @@ maze: a shortest path from S to G) and whether it is the puzzle's unique answer,
 steps used and the halting head's confidence. With --steps it prints the answer after each step,
 '*' marking the cells that changed since the previous step (step 1: since the puzzle). A puzzle
 that is not to be answered (a Sudoku without exactly one solution, a maze without a path) is
-reported. Errors go to stderr, with a non-zero exit code.
+reported. With --members K > 1 the puzzle is answered by K members (impl/ensemble.py): a table shows
+each member's answer (A, B, ... one letter per distinct answer), halting logit, first halting step
+and validity, then what every selection rule picks; the answer shown is --select's. Errors go to
+stderr, with a non-zero exit code.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch
 
 import puzzles
 from checkpoint import load_trained
+from ensemble import KINDS, RULES, member_validity, rules_for, run_members, select, transforms_for
 from device import pick_device_dtype
 from errors import UserError
 from puzzle_dataset import Metadata, metadata_from_json
@@ -76,18 +81,24 @@ def parse_for(hooks: puzzles.Hooks, meta: Metadata, text: str, where: str) -> np
 
 
 def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, where: str, K: int, halt: bool,
-              show_steps: bool, device: torch.device, dtype: torch.dtype) -> str | None:
+              show_steps: bool, device: torch.device, dtype: torch.dtype, ensemble: dict | None = None) -> str | None:
     """Print the puzzle, the model's answer and the checks. Returns why the puzzle was not
-    answered (a Sudoku without exactly one solution, a maze without a path), or None."""
+    answered (a Sudoku without exactly one solution, a maze without a path), or None. ensemble:
+    {members, kind, sigma, select, seed} for a test-time ensemble (members > 1)."""
     print(f"{where}:\n{hooks.format(puzzle, meta)}")
     try:
         reference = hooks.reference(puzzle, meta)  # None: several right answers, any valid one counts
     except ValueError as e:
         return f"{where}: {e}"
-    x = torch.from_numpy(puzzle[None]).long().to(device)
-    pred = model.predict(x, N_sup=K, halt=halt, keep_steps=show_steps, dtype=dtype)
-    answer = pred.answers[0].cpu().numpy()
-    steps, confidence = int(pred.steps[0]), float(pred.confidence[0])
+    if ensemble is not None:
+        answer, steps, confidence = ensemble_answer(model, hooks, meta, puzzle, reference, K, ensemble["members"],
+                                                    ensemble["kind"], ensemble["sigma"], ensemble["select"], halt,
+                                                    ensemble["seed"], device, dtype)
+    else:
+        x = torch.from_numpy(puzzle[None]).long().to(device)
+        pred = model.predict(x, N_sup=K, halt=halt, keep_steps=show_steps, dtype=dtype)
+        answer = pred.answers[0].cpu().numpy()
+        steps, confidence = int(pred.steps[0]), float(pred.confidence[0])
     halted_at = steps if halt and confidence > 0.5 else None            # halting logit > 0 froze the answer
     if show_steps:
         previous = puzzle
@@ -102,7 +113,8 @@ def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, w
     valid = bool(hooks.valid_fn(meta)(puzzle[None], answer[None])[0])
     why = f" ({hooks.problem(puzzle, answer, meta)})" if not valid and hooks.problem is not None else ""
     how = "halted" if halted_at else ("all steps" if not halt else "no halt before the last step")
-    print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}), "
+    chosen = f", chosen by {ensemble['select']} among {ensemble['members']} members" if ensemble else ""
+    print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}{chosen}), "
           f"halting confidence {confidence:.3f}:")
     print(hooks.format(answer, meta))
     if reference is None:
@@ -112,6 +124,37 @@ def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, w
         matches = "yes" if wrong == 0 else f"no ({wrong} cells differ)"
     print(f"valid ({hooks.validity}): {'yes' if valid else 'no'}{why}; matches {hooks.solution}: {matches}")
     return None
+
+
+def ensemble_answer(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, reference, steps: int, K: int,
+                    kind: str, sigma: float, rule: str, halt: bool, seed: int, device: torch.device,
+                    dtype: torch.dtype) -> tuple[np.ndarray, int, float]:
+    """Print the members' answers and every rule's choice; return (answer, steps, confidence) of rule."""
+    try:
+        transforms = transforms_for(hooks, meta, kind, K, seed)
+    except ValueError as e:
+        raise EvalError(f"--member-kind: {e}") from None
+    members = run_members(model, puzzle[None], K, kind, sigma, steps, K, device, dtype, transforms, halt=halt,
+                          seed=seed)
+    valid_fn = hooks.valid_fn(meta)
+    valid = member_validity(members, puzzle[None], valid_fn)
+    letters, names = [], {}
+    for k in range(K):
+        key = members.answers[k, 0].tobytes()
+        names.setdefault(key, chr(ord("A") + len(names)) if len(names) < 26 else f"#{len(names) + 1}")
+        letters.append(names[key])
+    print(f"\n{K} {kind} members" + (f", sigma {sigma:g}" if kind != "symmetry" else "") + ":")
+    print(f"  {'member':>6} {'answer':>6} {'logit':>8} {'halts at':>8} {'valid':>5} {'right':>5}")
+    for k in range(K):
+        right = "-" if reference is None else ("yes" if (members.answers[k, 0] == reference).all() else "no")
+        first = int(members.first_halt[k, 0])
+        print(f"  {k:>6} {letters[k]:>6} {float(members.logit[k, 0]):>8.3f} {first if first else '-':>8} "
+              f"{'yes' if valid[k, 0] else 'no':>5} {right:>5}")
+    picks = {r: select(members, r, valid) for r in rules_for(valid_fn)}
+    print("  chosen: " + ", ".join(f"{r} -> member {int(c['member'][0])} ({letters[int(c['member'][0])]})"
+                                   for r, c in picks.items()))
+    chosen = picks[rule]
+    return chosen["answers"][0], int(chosen["steps"][0]), float(1.0 / (1.0 + np.exp(-float(chosen["logit"][0]))))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,9 +168,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--halt", action="store_true",
                         help="stop each puzzle at the step where the halting head says 'correct' (default: run all "
                              "steps, as the official evaluation does; the halting head can stop too early)")
+    parser.add_argument("--members", type=int, default=1, help="K members per puzzle (1: no ensemble)")
+    parser.add_argument("--member-kind", choices=KINDS, default="symmetry",
+                        help="symmetry (the puzzle's symmetries, mapped back) | noise (latent noise) | both")
+    parser.add_argument("--sigma", type=float, default=0.0, help="scale of the latent noise (noise and both members)")
+    parser.add_argument("--select", choices=RULES, default="vote", help="the rule whose answer is shown")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the members' symmetries and noise")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     args = parser.parse_args(argv)
+    if args.members < 1:
+        parser.error(f"--members: {args.members} must be >= 1")
+    if not args.sigma >= 0:
+        parser.error(f"--sigma: {args.sigma} must be >= 0")
+    if args.members > 1 and args.steps:
+        parser.error("--steps shows one trajectory; with --members > 1 the members' table is shown instead (drop one)")
     if (args.puzzle is None) == (args.file is None):
         parser.error("give a puzzle or --file FILE (one of them)")
     if args.max_steps < 0:
@@ -150,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     for i, (where, puzzle) in enumerate(typed):
         if i:
             print()
-        problem = solve_one(model, hooks, meta, puzzle, where, K, args.halt, args.steps, device, dtype)
+        ensemble = None if args.members == 1 else {"members": args.members, "kind": args.member_kind,
+                                                    "sigma": args.sigma, "select": args.select, "seed": args.seed}
+        try:
+            problem = solve_one(model, hooks, meta, puzzle, where, K, args.halt, args.steps, device, dtype, ensemble)
+        except UserError as e:
+            sys.exit(f"error: {e}")
         if problem:
             problems.append(problem)
             if len(typed) > 1:

@@ -169,14 +169,45 @@ def load_hf(
             raise
         except ValueError as e:  # names the file and line; a damaged download is fixed by a new one
             raise refetch_error(e, csv_path, "data.force_download") from None
-        keep = np.flatnonzero(ratings >= min_rating)
-        if not len(keep):
-            raise errors.DataError(f"{csv_path}: none of its {len(ratings)} usable {role} rows has a rating "
-                                   f">= {min_rating}; lower data.min_rating")
-        keep = subsample(keep, subset, seed, split, f"{repo_id}/{split}.csv with rating >= {min_rating}")
-        arrays = dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep])
-        for key, value in arrays.items():
-            out[f"{prefix}_{key}"] = value
+        _keep_rows(out, prefix, inputs, labels, ratings, csv_path, role, min_rating, subset, seed, split,
+                   f"{repo_id}/{split}.csv")
+    split_off_validation(out, val_subset, seed, ("inputs", "labels", "ratings"), "data.val_subset")
+    return out
+
+
+def _keep_rows(out: dict, prefix: str, inputs: np.ndarray, labels: np.ndarray, ratings: np.ndarray, path,
+               role: str, min_rating: int, subset: int, seed: int, split: str, what: str) -> None:
+    """Rows with rating >= min_rating, then a seeded subset (0: all), into out[{prefix}_*]."""
+    keep = np.flatnonzero(ratings >= min_rating)
+    if not len(keep):
+        raise errors.DataError(f"{path}: none of its {len(ratings)} usable {role} rows has a rating "
+                               f">= {min_rating}; lower data.min_rating")
+    keep = subsample(keep, subset, seed, split, f"{what} with rating >= {min_rating}")
+    for key, value in dict(inputs=inputs[keep], labels=labels[keep], ratings=ratings[keep]).items():
+        out[f"{prefix}_{key}"] = value
+
+
+def load_csv(train_path: str | Path, test_path: str | Path, train_subset: int = 0, test_subset: int = 0,
+             min_rating: int = 0, seed: int = 0, skip_bad_rows: bool = False, progress: bool = True,
+             val_subset: int = 0) -> dict[str, np.ndarray]:
+    """Local CSV files in the sudoku-extreme layout (source,question,answer,rating), checked row by row
+    as load_hf does: a bad row stops the load naming the file and line (or is skipped, skip_bad_rows).
+    An empty train_path reads test_path for both splits (evaluation only: train = test). Returns
+    {split}_inputs / _labels / _ratings, as load_hf does."""
+    out = {}
+    files = (("train", train_path or test_path, train_subset, "data.csv_train" if train_path else "data.csv_test"),
+             ("test", test_path, test_subset, "data.csv_test"))
+    for prefix, path, subset, key in files:
+        role = "training" if prefix == "train" else "held-out"
+        if not Path(path).is_file():
+            raise DataError(f"{key}: {path} is not a file (a CSV with columns source,question,answer,rating)")
+        try:
+            inputs, labels, ratings = _read_sudoku_csv(path, skip_bad_rows, progress, role)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not a UTF-8 text file (byte {e.start}); expected a CSV") from None
+        except csv.Error as e:
+            raise DataError(f"{path}: not a readable CSV ({e})") from None
+        _keep_rows(out, prefix, inputs, labels, ratings, path, role, min_rating, subset, seed, prefix, str(path))
     split_off_validation(out, val_subset, seed, ("inputs", "labels", "ratings"), "data.val_subset")
     return out
 

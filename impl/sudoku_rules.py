@@ -325,3 +325,33 @@ def augment(
     return out[0], out[1]
 
 
+def random_symmetry(size: int, rng: np.random.Generator, identity: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One validity-preserving transform, as augment draws them: (index, token_map) with
+    transformed = token_map[grid[index]]; index (size*size,) is a cell permutation (band, stack,
+    row-in-band, column-in-stack orders, and a transpose with probability 1/2 where boxes are
+    square), token_map (size + 2,) relabels the digits and keeps PAD and BLANK. identity=True: the
+    identity transform (nothing drawn)."""
+    n_cells = size * size
+    if identity:
+        return np.arange(n_cells), np.arange(size + 2)
+    br, bc = box_shape(size)
+    n_bands, n_stacks = size // br, size // bc
+    src_row = (rng.permutation(n_bands)[:, None] * br + np.stack([rng.permutation(br) for _ in range(n_bands)])).reshape(-1)
+    src_col = (rng.permutation(n_stacks)[:, None] * bc + np.stack([rng.permutation(bc) for _ in range(n_stacks)])).reshape(-1)
+    index = src_row[:, None] * size + src_col[None, :]                   # (size, size)
+    if br == bc and rng.random() < 0.5:
+        index = index.T
+    token_map = np.concatenate([[PAD, BLANK], rng.permutation(size) + 2])
+    return index.reshape(n_cells), token_map
+
+
+def apply_symmetry(tokens: np.ndarray, index: np.ndarray, token_map: np.ndarray) -> np.ndarray:
+    """token_map[tokens[:, index]] for tokens (N, size*size); any token of the vocabulary."""
+    tokens = np.asarray(tokens)
+    return token_map[tokens[:, index].astype(np.intp)].astype(tokens.dtype)
+
+
+def invert_symmetry(index: np.ndarray, token_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (index, token_map) that undoes apply_symmetry(., index, token_map) exactly."""
+    return np.argsort(index), np.argsort(token_map)
+

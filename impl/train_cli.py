@@ -20,6 +20,7 @@ import rundir
 from checkpoint import load_checkpoint
 from config import check_rules, load_config, merge_config
 from device import DTYPES
+from ensemble import check_members
 from errors import ConfigError, run_cli
 from loggers import WANDB_MODES, check_packages
 from trm import LOSSES, TRMConfig
@@ -57,6 +58,8 @@ def check_config(config: dict, source: str = "config") -> None:
     try:
         rundir.check_run_name(t["run_name"])
         TRMConfig(vocab_size=2, seq_len=1, **config["model"])
+        tt = t["test_time"]
+        check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.")
         puzzles.check_data_config(d)
         check_packages(t)
     except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"

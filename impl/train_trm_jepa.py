@@ -76,7 +76,7 @@ RUN_CONFIG = {
     "data": {
         "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
         "path": "",                  # a dataset folder in the official layout instead (then the keys below are unused)
-        "source": "generated",       # builtin | generated | hf
+        "source": "generated",       # builtin | generated | hf | csv
         "use_builtin_sample": False,  # True: train on the handful of embedded 9x9 puzzles (sanity runs)
         "grid_size": 6,              # generated: 4, 6 or 9 (builtin and hf are 9x9)
         "n_train": 3000,             # generated: training puzzles
@@ -87,11 +87,13 @@ RUN_CONFIG = {
         "max_rating": -1,            # generated: solver guesses at most this (-1: no limit)
         "repo_id": "sapientinc/sudoku-extreme",  # hf: dataset repo in the sudoku-extreme CSV layout
         "splits": ["train", "test"],  # hf: CSV files read as the train and test split
-        "train_subset": 1000,        # hf: seeded random subsample of train.csv (0: all)
-        "test_subset": 1000,         # hf: seeded random subsample of test.csv (0: all)
-        "val_subset": 0,             # hf: this many training rows (seeded) become the validation split
+        "csv_train": "",             # csv: a local CSV in the sudoku-extreme layout (source,question,answer,rating) for training ("": csv_test, evaluation only)
+        "csv_test": "",              # csv: a local CSV in that layout for the test split
+        "train_subset": 1000,        # hf, csv: seeded random subsample of the training CSV (0: all)
+        "test_subset": 1000,         # hf, csv: seeded random subsample of the test CSV (0: all)
+        "val_subset": 0,             # hf, csv: this many training rows (seeded) become the validation split
         "force_download": False,     # hf: download again and rebuild the cache
-        "skip_bad_rows": False,      # hf: skip malformed CSV rows with a warning instead of stopping
+        "skip_bad_rows": False,      # hf, csv: skip malformed CSV rows with a warning instead of stopping
         "data_dir": "data",          # where built dataset folders are kept
         "augment": True,             # the puzzle's random validity-preserving transform per example, on the fly
         "seed": 0,                   # seed of the generated puzzles and of the hf subsample
@@ -151,6 +153,13 @@ RUN_CONFIG = {
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
         "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
         "patience": 0,               # stop after this many evaluations without a better exact accuracy, keeping best.pt (0: off)
+        "test_time": {               # the final test evaluation as a test-time ensemble (impl/ensemble.py)
+            "members": 1,            # K members per puzzle (1: off, the plain answer)
+            "member_kind": "symmetry",  # symmetry (the puzzle's symmetries, mapped back) | noise (latent noise) | both
+            "sigma": 0.0,            # noise and both: scale of the Gaussian noise added to z at each supervision step
+            "select": "vote",        # vote | halt (highest halting logit) | first (first to halt) | valid (rule-valid, then vote)
+            "seed": 0,               # seed of the symmetries and the noise
+        },
         "log_every": 50,             # write a log line every this many steps
         "tensorboard": False,        # also write TensorBoard event files in the run folder (pip install tensorboard)
         "wandb_project": "",         # also log to this Weights & Biases project ("": off; pip install wandb)

@@ -338,6 +338,9 @@ class Prediction:
     confidence: torch.Tensor        # (B,) sigmoid of the halting logit at the final step
     per_step: torch.Tensor | None   # (K, B, seq_len) answers after every step, when asked for
     per_step_confidence: torch.Tensor | None  # (K, B)
+    logit: torch.Tensor | None = None         # (B,) halting logit at the final step
+    first_halt: torch.Tensor | None = None    # (B,) first step whose halting logit is > 0 (0: none)
+    halt_answers: torch.Tensor | None = None  # (B, seq_len) the answer at that step (no halt: the final answer)
 
 
 class TRM(nn.Module):
@@ -510,7 +513,8 @@ class TRM(nn.Module):
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, N_sup: int | None = None, halt: bool = False,
                 keep_steps: bool = False, dtype: torch.dtype = torch.float32, stop_unchanged: int = 0,
-                puzzle_ids: torch.Tensor | None = None) -> Prediction:
+                puzzle_ids: torch.Tensor | None = None, noise: float = 0.0,
+                noise_generators: list[torch.Generator] | None = None) -> Prediction:
         """Run up to N_sup supervision steps on puzzles (B, seq_len) with puzzle identifiers (B,)
         (None: all 0).
 
@@ -519,6 +523,12 @@ class TRM(nn.Module):
         (logit > 0). stop_unchanged=k freezes a puzzle once its answer has not changed for k steps
         (a cheaper evaluation; the batch ends when every puzzle is frozen). keep_steps=True also
         returns the answer after every step (and runs all N_sup steps).
+
+        noise=sigma > 0 adds Gaussian noise of scale sigma to the latent z before every supervision
+        step (each deep recursion), as Probabilistic TRM (arXiv 2605.19943) does to explore several
+        trajectories; sigma = 0 draws nothing and is the deterministic prediction. With
+        noise_generators [g_1..g_M] the batch is M equal blocks of rows, block m drawing its noise
+        from g_m, so a block run alone with its generator gets the same noise.
         """
         steps_max = N_sup or self.config.N_sup
         B = inputs.shape[0]
@@ -529,8 +539,13 @@ class TRM(nn.Module):
         confidence = torch.zeros(B, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
         unchanged = torch.zeros(B, dtype=torch.long, device=device)  # steps the answer has not changed
+        logit = torch.zeros(B, device=device)
+        first_halt = torch.zeros(B, dtype=torch.long, device=device)
+        halt_answers = torch.zeros_like(inputs)
         history, history_conf = [], []
         for step in range(1, steps_max + 1):
+            if noise > 0:
+                carry = Carry(carry.y, carry.z + self.latent_noise(carry.z, noise, noise_generators))
             extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}  # subclasses may take (inputs, carry) only
             carry, logits, q_logit = self(inputs, carry, **extra)
             current = logits.argmax(dim=-1)
@@ -540,7 +555,11 @@ class TRM(nn.Module):
                 unchanged = torch.where((current == answers).all(dim=1), unchanged + 1, 0)
             answers = torch.where(live[:, None], current, answers)
             confidence = torch.where(live, prob, confidence)
+            logit = torch.where(live, q_logit.float(), logit)
             steps = torch.where(live, step, steps)
+            first = live & (first_halt == 0) & (q_logit > 0)
+            first_halt = torch.where(first, step, first_halt)
+            halt_answers = torch.where(first[:, None], current, halt_answers)
             if keep_steps:
                 history.append(current)
                 history_conf.append(prob)
@@ -554,7 +573,21 @@ class TRM(nn.Module):
             answers=answers, steps=steps, confidence=confidence,
             per_step=torch.stack(history) if keep_steps else None,
             per_step_confidence=torch.stack(history_conf) if keep_steps else None,
+            logit=logit, first_halt=first_halt,
+            halt_answers=torch.where((first_halt > 0)[:, None], halt_answers, answers),
         )
+
+    @staticmethod
+    def latent_noise(z: torch.Tensor, sigma: float, generators: list[torch.Generator] | None) -> torch.Tensor:
+        """sigma * N(0, 1) shaped like z (L, B, D): one draw, or with M generators one draw of
+        (L, B/M, D) each, laid side by side along the batch."""
+        if not generators:
+            return (sigma * torch.randn(z.shape, device=z.device)).to(z.dtype)
+        L, B, D = z.shape
+        if B % len(generators):
+            raise ValueError(f"noise_generators: {len(generators)} generators do not split a batch of {B} rows evenly")
+        parts = [torch.randn((L, B // len(generators), D), generator=g, device=z.device) for g in generators]
+        return (sigma * torch.cat(parts, dim=1)).to(z.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""Test-time ensembles: K members per puzzle, run as one batch, and the rules that pick one answer.
+
+A member is one way of answering a puzzle with the same trained model:
+    symmetry  the puzzle under one of its symmetries (the puzzle module's `symmetries` hook: Sudoku,
+              digit relabelling with band/stack/row/column/transpose moves; maze, the 8 symmetries
+              of the square), answered, and the answer mapped back by the transform's exact inverse.
+              Member 0 is the puzzle itself.
+    noise     the puzzle itself, with Gaussian noise of scale sigma added to the latent z before every
+              supervision step (each deep recursion: TRM.predict's noise), as Probabilistic TRM
+              (arXiv 2605.19943) does: many noisy trajectories, one chosen. Each member has its own
+              noise stream; sigma = 0 is the deterministic answer, bit for bit.
+    both      member k is symmetry k with its own noise.
+The K members of a batch of puzzles go through the model as one batch of K x puzzles rows
+(member-major: row k * b + i is member k of puzzle i), not one member at a time.
+
+Selection rules, each applied to the same members:
+    vote      the answer most members give (after mapping back); a tie goes to the answer whose member
+              has the highest halting logit, then to the lowest member index
+    halt      the member whose halting logit at its final step is highest
+    first     the member whose halting head said "correct" (logit > 0) at the earliest step, with its
+              answer at that step; ties and members that never halted: the highest logit
+    valid     "rule-valid first": members whose answer breaks the puzzle's rules (the valid_fn hook,
+              which reads the puzzle and the answer, never the label) are dropped, then vote; a puzzle
+              with no valid member votes over all of them
+Compute is counted in supervision steps of one example (member-steps): with halting on, members
+freeze at their halting step and a batch stops when every member has halted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+KINDS = ("symmetry", "noise", "both")   # what makes the members differ
+RULES = ("vote", "halt", "first", "valid")  # how one answer is chosen
+VOTE_CHUNK = 2 ** 25                      # at most this many booleans in one pairwise comparison
+
+
+@dataclass
+class Members:
+    """K members' answers to N puzzles, mapped back to the puzzles' own frame."""
+    answers: np.ndarray       # (K, N, S) answer at the final step
+    halt_answers: np.ndarray  # (K, N, S) answer at the first halting step (never halted: the final one)
+    logit: np.ndarray         # (K, N) halting logit at the final step
+    first_halt: np.ndarray    # (K, N) first step with halting logit > 0 (0: never)
+    steps: np.ndarray         # (K, N) supervision steps used
+    member_steps: int         # supervision steps run, summed over rows (members x puzzles)
+    wall_s: float             # seconds spent in the model
+
+
+def check_members(members: int, kind: str, sigma: float, select: str, where: str = "") -> None:
+    """Range checks, naming the option or key (where: a prefix such as 'training.test_time.')."""
+    if members < 1:
+        raise ValueError(f"{where}members: {members} must be >= 1")
+    if kind not in KINDS:
+        raise ValueError(f"{where}member_kind: {kind!r} is not one of {', '.join(KINDS)}")
+    if not sigma >= 0:
+        raise ValueError(f"{where}sigma: {sigma} must be >= 0")
+    if select not in RULES:
+        raise ValueError(f"{where}select: {select!r} is not one of {', '.join(RULES)}")
+
+
+def transforms_for(hooks, meta, kind: str, K: int, seed: int) -> list[tuple] | None:
+    """K (forward, inverse) pairs from the puzzle module, or None for noise members (no transform)."""
+    if kind == "noise":
+        return None
+    pairs = hooks.symmetries(meta, K, np.random.default_rng(seed)) if hooks is not None else None
+    if pairs is None:
+        name = hooks.name if hooks is not None else "this dataset (no puzzle type)"
+        raise ValueError(f"member kind {kind!r}: the puzzle type {name} offers no symmetries; use member kind 'noise'")
+    if len(pairs) != K:
+        raise ValueError(f"the puzzle module's symmetries gave {len(pairs)} transforms for {K} members")
+    return pairs
+
+
+def noise_generators(K: int, seed: int, start: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per member for the batch of puzzles starting at index start, seeded from
+    (seed, member, start), so a member run alone with its generator draws the same noise."""
+    gens = []
+    for k in range(K):
+        g = torch.Generator(device=device)
+        g.manual_seed(int(np.random.SeedSequence([seed, k, start]).generate_state(1, np.uint64)[0] >> 1))
+        gens.append(g)
+    return gens
+
+
+@torch.no_grad()
+def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
+                device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None, halt: bool = False,
+                puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False) -> Members:
+    """K members for each puzzle of inputs (N, S), batch_size rows (members x puzzles) per forward
+    pass. transforms: K (forward, inverse) pairs (kind symmetry or both); sigma: the latent noise
+    (kind noise or both; ignored for symmetry). Restores train/eval mode."""
+    if kind in ("symmetry", "both") and transforms is None:
+        raise ValueError(f"member kind {kind!r} needs the puzzle's transforms")
+    noise = sigma if kind in ("noise", "both") else 0.0
+    inputs = np.asarray(inputs)
+    N, S = inputs.shape
+    per_batch = max(1, batch_size // K)                                 # puzzles per forward pass
+    out = {key: [] for key in ("answers", "halt_answers", "logit", "first_halt", "steps")}
+    member_steps, wall = 0, 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, N, per_batch), desc="members", leave=False, disable=not progress):
+            block = inputs[start:start + per_batch]
+            b = len(block)
+            views = [block if transforms is None else transforms[k][0](block) for k in range(K)]
+            x = torch.from_numpy(np.concatenate(views).astype(np.int64)).to(device)       # (K*b, S)
+            ids = None
+            if puzzle_ids is not None:
+                ids = torch.from_numpy(np.tile(np.asarray(puzzle_ids[start:start + b], np.int64), K)).to(device)
+            gens = noise_generators(K, seed, start, device) if noise > 0 else None
+            t0 = time.time()
+            pred = model.predict(x, N_sup=N_sup, halt=halt, dtype=dtype, puzzle_ids=ids, noise=noise,
+                                 noise_generators=gens)
+            answers = pred.answers.cpu().numpy().reshape(K, b, S)
+            halt_answers = pred.halt_answers.cpu().numpy().reshape(K, b, S)
+            wall += time.time() - t0
+            steps = pred.steps.cpu().numpy().reshape(K, b)
+            member_steps += K * b * int(steps.max())                       # the batch runs until its last member stops
+            if transforms is not None:
+                answers = np.stack([transforms[k][1](answers[k]) for k in range(K)])
+                halt_answers = np.stack([transforms[k][1](halt_answers[k]) for k in range(K)])
+            out["answers"].append(answers)
+            out["halt_answers"].append(halt_answers)
+            out["logit"].append(pred.logit.float().cpu().numpy().reshape(K, b))
+            out["first_halt"].append(pred.first_halt.cpu().numpy().reshape(K, b))
+            out["steps"].append(steps)
+    finally:
+        model.train(was_training)
+    if N == 0:
+        empty = np.zeros((K, 0, S), inputs.dtype)
+        return Members(empty, empty, np.zeros((K, 0)), np.zeros((K, 0), np.int64), np.zeros((K, 0), np.int64), 0, 0.0)
+    cat = {key: np.concatenate(value, axis=1) for key, value in out.items()}
+    return Members(cat["answers"], cat["halt_answers"], cat["logit"], cat["first_halt"], cat["steps"],
+                   member_steps, wall)
+
+
+def _best(score: np.ndarray, logit: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """(N,) member with the highest score, then the highest logit, then the lowest index, among allowed (K, N)."""
+    K = score.shape[0]
+    order = np.lexsort((np.arange(K)[:, None].repeat(score.shape[1], 1) * -1, logit, score, allowed), axis=0)
+    return order[-1]
+
+
+def vote(answers: np.ndarray, logit: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(N,) index of the chosen member: the answer given by most allowed members (K, N) of answers
+    (K, N, S); ties to the highest halting logit, then the lowest member index. A puzzle without an
+    allowed member votes over all of them."""
+    K, N, S = answers.shape
+    allowed = np.ones((K, N), bool) if allowed is None else np.asarray(allowed, bool)
+    allowed = allowed | ~allowed.any(axis=0, keepdims=True)               # none allowed: all are
+    counts = np.zeros((K, N), np.int64)
+    chunk = max(1, VOTE_CHUNK // max(1, K * K * S))
+    for i in range(0, N, chunk):
+        a = answers[:, i:i + chunk]                                       # (K, n, S)
+        same = (a[:, None] == a[None, :]).all(axis=-1)                    # (K, K, n): member j gives member k's answer
+        counts[:, i:i + chunk] = (same & allowed[None, :, i:i + chunk]).sum(axis=1)
+    return _best(counts, logit, allowed)
+
+
+def select(members: Members, rule: str, valid: np.ndarray | None = None) -> dict:
+    """One answer per puzzle by a rule (RULES): {answers (N, S), member (N,), logit (N,), steps (N,),
+    agreement (N,): the share of members whose answer equals the chosen one}. valid (K, N): the rule
+    check of every member's answer, needed by 'valid'."""
+    K, N, _ = members.answers.shape
+    everyone = np.ones((K, N), bool)
+    if rule == "vote":
+        chosen = vote(members.answers, members.logit)
+    elif rule == "valid":
+        if valid is None:
+            raise ValueError("select 'valid' needs a rule check (the puzzle type has no valid_fn)")
+        chosen = vote(members.answers, members.logit, valid)
+    elif rule == "halt":
+        chosen = _best(np.zeros((K, N)), members.logit, everyone)
+    elif rule == "first":
+        when = np.where(members.first_halt > 0, members.first_halt, np.iinfo(np.int64).max)
+        chosen = _best(-when.astype(np.float64), members.logit, everyone)
+    else:
+        raise ValueError(f"select: {rule!r} is not one of {', '.join(RULES)}")
+    cols = np.arange(N)
+    source = members.halt_answers if rule == "first" else members.answers
+    answers = source[chosen, cols]
+    agreement = (members.answers == answers[None]).all(axis=-1).mean(axis=0) if N else np.zeros(0)
+    return {"answers": answers, "member": chosen, "logit": members.logit[chosen, cols],
+            "steps": members.steps[chosen, cols], "agreement": agreement}
+
+
+def member_validity(members: Members, inputs: np.ndarray, valid_fn) -> np.ndarray | None:
+    """(K, N) bool: each member's (mapped-back) answer obeys the rules of its puzzle (None: no check)."""
+    if valid_fn is None:
+        return None
+    K, N, S = members.answers.shape
+    if N == 0:
+        return np.zeros((K, 0), bool)
+    return np.asarray(valid_fn(np.tile(np.asarray(inputs), (K, 1)), members.answers.reshape(K * N, S))).reshape(K, N)
+
+
+def rules_for(valid_fn) -> tuple[str, ...]:
+    """The rules that apply: 'valid' only with a rule check."""
+    return RULES if valid_fn is not None else tuple(r for r in RULES if r != "valid")
+
+
+def predict_ensemble(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
+                     device: torch.device, dtype: torch.dtype, hooks=None, meta=None, valid_fn=None,
+                     halt: bool = False, puzzle_ids: np.ndarray | None = None, seed: int = 0,
+                     progress: bool = False) -> dict:
+    """Members, then every applicable rule's choice: {"members": Members, "valid": (K, N) | None,
+    "rules": {rule: select(...)}, "member_steps", "wall_s"}."""
+    transforms = transforms_for(hooks, meta, kind, K, seed)
+    members = run_members(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, transforms, halt=halt,
+                          puzzle_ids=puzzle_ids, seed=seed, progress=progress)
+    valid = member_validity(members, inputs, valid_fn)
+    chosen = {rule: select(members, rule, valid) for rule in rules_for(valid_fn)}
+    return {"members": members, "valid": valid, "rules": chosen, "member_steps": members.member_steps,
+            "wall_s": members.wall_s}
+
+
+def evaluate_ensemble(model, inputs: np.ndarray, labels: np.ndarray, K: int, kind: str, sigma: float, select_rule: str,
+                      N_sup: int, batch_size: int, device: torch.device, dtype: torch.dtype, hooks=None, meta=None,
+                      valid_fn=None, halt: bool = False, puzzle_ids: np.ndarray | None = None, seed: int = 0,
+                      breakdowns: dict | None = None, progress: bool = False) -> dict:
+    """puzzle_metrics of the answers select_rule picks, plus "test_time": the settings, every applicable
+    rule's exact/token accuracy (and validity), member-steps per puzzle and seconds in the model."""
+    from metrics import puzzle_metrics
+
+    check_members(K, kind, sigma, select_rule)
+    if select_rule == "valid" and valid_fn is None:
+        raise ValueError("select 'valid' needs a rule check; this puzzle type has none (use vote, halt or first)")
+    out = predict_ensemble(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, hooks, meta, valid_fn,
+                           halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress)
+    rules = {}
+    for rule, chosen in out["rules"].items():
+        m = puzzle_metrics(inputs, labels, chosen["answers"], valid_fn=valid_fn)
+        rules[rule] = {key: m[key] for key in ("exact_acc", "token_acc", "validity") if key in m}
+        rules[rule]["agreement"] = float(chosen["agreement"].mean()) if len(inputs) else 0.0
+    chosen = out["rules"][select_rule]
+    confidence = 1.0 / (1.0 + np.exp(-chosen["logit"].astype(np.float64)))
+    metrics = puzzle_metrics(inputs, labels, chosen["answers"], confidence, chosen["steps"], valid_fn, breakdowns)
+    n = max(len(inputs), 1)
+    metrics["test_time"] = {"members": K, "member_kind": kind, "sigma": sigma, "select": select_rule, "seed": seed,
+                            "halt": halt, "N_sup": N_sup, "rules": rules,
+                            "member_steps_per_puzzle": out["member_steps"] / n, "wall_s": out["wall_s"]}
+    return metrics
+
+
+def format_rules(test_time: dict) -> str:
+    """The rules' accuracies as a small text table."""
+    lines = [f"ensemble: {test_time['members']} {test_time['member_kind']} members"
+             + (f", sigma {test_time['sigma']:g}" if test_time["member_kind"] != "symmetry" else "")
+             + f", {test_time['member_steps_per_puzzle']:.1f} member-steps per puzzle; chosen by {test_time['select']}",
+             f"  {'rule':<7} {'exact':>7} {'token':>7} {'valid':>7} {'agree':>7}"]
+    for rule, m in test_time["rules"].items():
+        valid = f"{m['validity']:.4f}" if "validity" in m else "-"
+        lines.append(f"  {rule:<7} {m['exact_acc']:>7.4f} {m['token_acc']:>7.4f} {valid:>7} {m['agreement']:>7.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""Accuracy against test-time compute: a sweep of supervision steps x members x member kind x selection
+rule on one checkpoint, with the plain answer at the model's N_sup steps as the baseline.
+
+    python impl/ttc.py --checkpoint runs/x/best.pt                       # small default sweep (CPU)
+    python impl/ttc.py --checkpoint runs/x/best.pt --steps 16,32,64,128 --members 1,4,16,64 \\
+        --kinds symmetry,noise,both --sigma 0.1 --limit 0                 # the full sweep (a GPU)
+
+For each setting the K members of every puzzle run as one batch (impl/ensemble.py); every selection
+rule is scored on the same members, so one run gives a row per rule. K = 1 is the plain answer
+(one deterministic trajectory) at that many steps. Compute per puzzle is counted two ways: model
+FLOPs (member-steps x the forward FLOPs of one supervision step of one example, impl/flops.py) and
+wall time in the model. Writes ttc_<split>.csv, ttc_<split>.json and, when matplotlib is installed,
+ttc_<split>.png (held-out exact accuracy against FLOPs and against wall time per puzzle) to the
+checkpoint's folder or --out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import puzzles
+from checkpoint import load_trained, write_atomic, write_text_atomic
+from device import pick_device_dtype
+from ensemble import KINDS, RULES, evaluate_ensemble, transforms_for
+from errors import ConfigError, run_cli
+from evaluate import check_fits, data_section
+from flops import model_flops
+from metrics import predict_all, puzzle_metrics
+
+DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
+COLUMNS = ["steps", "members", "kind", "sigma", "select", "exact_acc", "token_acc", "validity", "agreement",
+           "member_steps_per_puzzle", "flops_per_puzzle", "wall_ms_per_puzzle", "n", "baseline"]
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers >= 1, comma-separated")
+    return values
+
+
+def name_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: each must be one of {', '.join(allowed)}")
+        return values
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint to sweep (best.pt or last.pt)")
+    parser.add_argument("--split", choices=("test", "train", "val"), default="test", help="which split of the data")
+    parser.add_argument("--limit", type=int, default=200, help="the first N puzzles of the split (0: all)")
+    parser.add_argument("--steps", type=int_list, default=[16, 32], help="supervision steps, comma-separated")
+    parser.add_argument("--members", type=int_list, default=[1, 4], help="members per puzzle, comma-separated")
+    parser.add_argument("--kinds", type=name_list(KINDS), default=["symmetry", "noise"],
+                        help=f"member kinds, comma-separated ({', '.join(KINDS)})")
+    parser.add_argument("--selects", type=name_list(RULES), default=list(RULES),
+                        help="selection rules reported, comma-separated ('valid' only where the puzzle has a rule check)")
+    parser.add_argument("--sigma", type=float, default=0.1, help="latent noise scale of noise and both members")
+    parser.add_argument("--halt", action="store_true", help="members freeze at their halting step (compute counted as run)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the symmetries and the noise")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows (members x puzzles) per forward pass")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
+    parser.add_argument("--out", help="folder for the output files (default: the checkpoint's folder)")
+    parser.add_argument("--data-config", help="JSON run-override file whose data section replaces the checkpoint's")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.limit < 0:
+        parser.error(f"--limit: {args.limit} must be >= 0")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size: {args.batch_size} must be >= 1")
+    if not args.sigma >= 0:
+        parser.error(f"--sigma: {args.sigma} must be >= 0")
+    return args
+
+
+def plot(rows: list[dict], path: Path, title: str) -> str:
+    """Exact accuracy against FLOPs and wall time per puzzle; a line per (kind, rule), the baseline a star."""
+    try:
+        import matplotlib
+    except ImportError:
+        return f"plot skipped: matplotlib is not installed (python -m pip install matplotlib for {path.name})"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = sorted({(r["kind"], r["select"]) for r in rows if not r["baseline"]})
+    for ax, key, label in ((axes[0], "flops_per_puzzle", "model FLOPs per puzzle"),
+                           (axes[1], "wall_ms_per_puzzle", "wall time per puzzle (ms)")):
+        for kind, rule in series:
+            points = sorted((r[key], r["exact_acc"]) for r in rows if (r["kind"], r["select"]) == (kind, rule))
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", markersize=3, label=f"{kind}, {rule}")
+        for r in rows:
+            if r["baseline"]:
+                ax.plot([r[key]], [r["exact_acc"]], "k*", markersize=12, label=f"plain, {r['steps']} steps")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("exact accuracy")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"plot: {path}"
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The sweep; returns {"rows", "files"}. Raises UserError."""
+    progress = not args.no_progress
+    device, dtype, device_line = pick_device_dtype(args.device, args.dtype)
+    model, ckpt, weights = load_trained(args.checkpoint, device)
+    data_cfg, data_from = data_section(ckpt, args.data_config)
+    data = puzzles.load(data_cfg, progress=progress)
+    check_fits(data.train.meta, ckpt["dataset"], args.checkpoint)
+    split = {"test": data.test, "train": data.train, "val": data.val}[args.split]
+    if split is None:
+        raise ConfigError("--split val: the data has no validation split")
+    limit = min(args.limit or split.n_examples, split.n_examples)
+    inputs = np.asarray(split.inputs[:limit])
+    labels = split.labels_for_training(np.arange(limit))
+    ids = split.example_identifiers()[:limit]
+    hooks = data.hooks
+    valid_fn = hooks.valid_fn(split.meta) if hooks else None
+    selects = [s for s in args.selects if s != "valid" or valid_fn is not None]
+    kinds = list(args.kinds)
+    for kind in kinds:
+        try:
+            transforms_for(hooks, split.meta, kind, 1, args.seed)
+        except ValueError as e:
+            raise ConfigError(f"--kinds: {e}") from None
+    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write to {out_dir} ({e.strerror or type(e).__name__})") from None
+    step_flops = model_flops(model.config, 1)["forward"]                  # one supervision step of one example
+    print(device_line)
+    print(f"checkpoint: {args.checkpoint} (step {ckpt.get('step', '?')}, {weights} weights; N_sup={model.config.N_sup})")
+    print(f"data: {data.description} [{data_from}]; split {args.split}, {len(inputs)} puzzles")
+    print(f"one supervision step of one example: {step_flops:.3e} FLOPs (forward)")
+
+    def row(steps: int, K: int, kind: str, rule: str, m: dict, member_steps: float, wall: float, baseline: bool) -> dict:
+        n = max(len(inputs), 1)
+        return {"steps": steps, "members": K, "kind": kind, "sigma": args.sigma if kind in ("noise", "both") else 0.0,
+                "select": rule, "exact_acc": m["exact_acc"], "token_acc": m["token_acc"], "validity": m.get("validity"),
+                "agreement": m.get("agreement", 1.0), "member_steps_per_puzzle": member_steps,
+                "flops_per_puzzle": member_steps * step_flops, "wall_ms_per_puzzle": 1000 * wall / n,
+                "n": len(inputs), "baseline": baseline}
+
+    rows = []
+    N_sup = model.config.N_sup
+    for steps in sorted(set(args.steps) | {N_sup}):                      # the plain answer at N_sup: the baseline
+        t0 = time.time()
+        pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, puzzle_ids=ids)
+        wall = time.time() - t0
+        m = puzzle_metrics(inputs, labels, pred["answers"], valid_fn=valid_fn)
+        used = float(pred["steps"].mean()) if args.halt else float(steps)
+        rows.append(row(steps, 1, "plain", "-", m, used, wall, baseline=steps == N_sup))
+        print(f"steps {steps:4d} members  1 plain            exact {m['exact_acc']:.4f}"
+              + ("   <- baseline (N_sup)" if steps == N_sup else ""))
+        if steps not in args.steps:
+            continue
+        for K in (k for k in args.members if k > 1):
+            for kind in kinds:
+                em = evaluate_ensemble(model, inputs, labels, K, kind, args.sigma, selects[0], steps, args.batch_size,
+                                       device, dtype, hooks, split.meta, valid_fn, halt=args.halt, puzzle_ids=ids,
+                                       seed=args.seed, progress=progress)
+                tt = em["test_time"]
+                for rule in selects:
+                    rows.append(row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"],
+                                    tt["wall_s"], baseline=False))
+                print(f"steps {steps:4d} members {K:2d} {kind:<8} " + "  ".join(
+                    f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in selects))
+
+    stem = f"ttc_{args.split}"
+    json_path, csv_path, png = out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"{stem}.png"
+    record = {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "weights": weights, "split": args.split,
+              "data": data.description, "n": len(inputs), "halt": args.halt, "seed": args.seed,
+              "dtype": str(dtype).replace("torch.", ""), "device": str(device),
+              "forward_flops_per_step": step_flops, "rows": rows}
+    write_text_atomic(json_path, json.dumps(record, indent=2) + "\n")
+
+    def write_csv(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write_atomic(csv_path, write_csv, binary=False)
+    files = [json_path, csv_path]
+    note = plot(rows, png, f"{Path(args.checkpoint).name}, {data.description}, {args.split}, {len(inputs)} puzzles")
+    print(note)
+    if note.startswith("plot:"):
+        files.append(png)
+    print("wrote: " + ", ".join(str(f) for f in files))
+    return {"rows": rows, "files": files}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    return run_cli(lambda: run(args))
+
+
+if __name__ == "__main__":
+    main()
