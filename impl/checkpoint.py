@@ -93,6 +93,10 @@ def dataset_of(ckpt: dict) -> dict:
     return {"seq_len": size * size, "vocab_size": size + 2, "puzzle": "sudoku", "grid_size": size}
 
 
+# What checkpoints written before a model key existed computed, where that is not today's default.
+LEGACY_MODEL_CONFIG = {"mlp_t_norm": "hidden", "prefix_learned": "all"}
+
+
 def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, dict, str]:
     """A trained model of the saved model.arch (EMA weights when the checkpoint has them, in eval mode), the checkpoint
     dict (with "dataset" filled in for older ones), and which weights were used ("EMA" or "raw")."""
@@ -103,7 +107,7 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     ckpt["dataset"] = dataset_of(ckpt)
     # Checkpoints from before model.mlp_t_norm and model.prefix_learned existed were trained with
     # the per-token mlp_t norm and every prefix position learned: keep them computing that.
-    model = build_model(TRMConfig(**{"mlp_t_norm": "hidden", "prefix_learned": "all", **ckpt["model_config"]}))
+    model = build_model(TRMConfig(**{**LEGACY_MODEL_CONFIG, **ckpt["model_config"]}))
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.

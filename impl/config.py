@@ -142,11 +142,27 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, ob
     return changes
 
 
-def check_resume_config(saved: dict, config: dict, path: Path, resumable: tuple[str, ...]) -> list[str]:
-    """Raise if the config changed in a way a resumed run cannot honour; return the allowed changes."""
-    changes = config_changes(saved, config)
-    bad = [f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, a, b in changes if k not in resumable]
+def check_resume_config(saved: dict, config: dict, path: Path, resumable: tuple[str, ...],
+                        absent_means: dict[str, object] | None = None) -> list[str]:
+    """Raise if the config changed in a way a resumed run cannot honour; return the allowed changes.
+
+    A key absent from the saved config was added to the program after the checkpoint was written:
+    the run was made with its old behaviour, which is `absent_means[key]` where that differs from
+    today's default (the value must then be that), else whatever value the key has now."""
+    absent_means = absent_means or {}
+    bad, notes = [], []
+    for k, a, b in config_changes(saved, config):
+        if a == "<absent>" and b != "<absent>":
+            if k in absent_means and b != absent_means[k]:
+                bad.append(f"{k} (absent from the checkpoint, which was written before it existed and computed "
+                           f"{absent_means[k]!r}; {b!r} now: set it to {absent_means[k]!r} to resume)")
+            else:
+                notes.append(f"{k}: absent from the checkpoint (written before it existed), {b!r} now")
+        elif k in resumable:
+            notes.append(f"{k}: {a!r} -> {b!r}")
+        else:
+            bad.append(f"{k} ({a!r} in the checkpoint, {b!r} now)")
     if bad:
         raise ConfigError(f"{path}: cannot resume, the config differs in: {'; '.join(bad)}. Only these may "
                           f"change when resuming: {', '.join(resumable)}")
-    return [f"{k}: {a!r} -> {b!r}" for k, a, b in changes]
+    return notes

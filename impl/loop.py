@@ -33,7 +33,8 @@ import distributed
 import puzzles
 import rundir
 from adam_atan2 import AdamATan2
-from checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state, write_text_atomic
+from checkpoint import (LEGACY_MODEL_CONFIG, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state,
+                        write_text_atomic)
 from config import check_resume_config
 from device import check_memory, cpu_description, pick_device, pick_dtype
 from ensemble import evaluate_ensemble, format_rules, transforms_for
@@ -316,7 +317,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
 
     if resume:
         ckpt = load_checkpoint(last_path)
-        for change in check_resume_config(ckpt["config"], config, last_path, RESUMABLE_CHANGES):
+        for change in check_resume_config(ckpt["config"], config, last_path, RESUMABLE_CHANGES,
+                                          {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
             print0(f"resume: {change}")
         s = ckpt["slots"]
         if s["inputs"].shape[0] != G:

@@ -70,6 +70,26 @@ def test_resume_with_a_changed_config_names_the_keys(tmp_path):
     assert "training.lr" in str(e.value) and "training.max_steps" in str(e.value)  # the allowed list
 
 
+def test_resume_of_a_checkpoint_from_before_a_key_existed(tmp_path, capsys):
+    """A key added to the program after a checkpoint was written: the run resumes with a note when
+    the key's value now is what the old program did; where the old behaviour is not today's
+    default (mlp_t_norm), resuming needs that old value, and the error says which."""
+    config = tiny_run_config(tmp_path, max_steps=4, eval_every=4)
+    train_trm.main(config, progress=False)
+    last = Path(config["training"]["runs_dir"]) / "tiny" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["config"]["model"]["gradient"]
+    checkpoint.save_checkpoint(last, ckpt)
+    assert train_trm.main(tiny_run_config(tmp_path, max_steps=6, eval_every=4), resume=True, progress=False)["step"] == 6
+    assert "model.gradient: absent from the checkpoint (written before it existed), 'last_cycle' now" in capsys.readouterr().out
+
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["config"]["model"]["mlp_t_norm"]
+    checkpoint.save_checkpoint(last, ckpt)
+    with pytest.raises(ConfigError, match=r"model.mlp_t_norm \(absent from the checkpoint.*set it to 'hidden' to resume"):
+        train_trm.main(tiny_run_config(tmp_path, max_steps=8, eval_every=4), resume=True, progress=False)
+
+
 def test_resume_without_config_uses_the_saved_one(tmp_path, monkeypatch):
     config = tiny_run_config(tmp_path, max_steps=4, eval_every=4)
     train_trm.main(config, progress=False)
