@@ -29,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-import puzzles
-from checkpoint import load_trained, write_atomic, write_text_atomic
-from config import load_config
-from device import pick_device_dtype
-from errors import ConfigError, DataError, run_cli
+from checkpoint import write_atomic, write_text_atomic
+from errors import ConfigError, run_cli
 from ensemble import KINDS, RULES, evaluate_ensemble, format_rules, transforms_for
+from eval_data import load_for_eval
 from metrics import depth_benchmark, predict_all, puzzle_metrics
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
@@ -128,30 +126,6 @@ def plot_depth(rows: list[dict], path: Path, trained_N_sup: int, title: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
-# The data for a checkpoint
-
-
-def data_section(ckpt: dict, data_config: str | None) -> tuple[dict, str]:
-    """The checkpoint's data section, or it with a run-override file's data section merged over."""
-    if not data_config:
-        return ckpt["config"]["data"], "the checkpoint's data config"
-    try:
-        merged = load_config(data_config, base=ckpt["config"])
-        puzzles.check_data_config(merged["data"])
-    except ValueError as e:
-        raise ConfigError(f"{data_config}: {e}" if str(data_config) not in str(e) else str(e)) from None
-    return merged["data"], f"the checkpoint's data config with {data_config} merged over it (data section only)"
-
-
-def check_fits(meta, trained: dict, where: str) -> None:
-    """The data must have the shapes the model was trained on (its dataset metadata)."""
-    for key in ("seq_len", "vocab_size", "num_puzzle_identifiers"):
-        if getattr(meta, key) != trained.get(key, 1):
-            raise DataError(f"the data has {key} {getattr(meta, key)} but {where} was trained on {key} "
-                            f"{trained[key]} (another puzzle type or size)")
-
-
-# ----------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -196,23 +170,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say; returns {"metrics", "depth", "files"}. Raises UserError."""
     progress = not args.no_progress
-    device, dtype, device_line = pick_device_dtype(args.device, args.dtype)
-    model, ckpt, weights = load_trained(args.checkpoint, device)
+    e = load_for_eval(args.checkpoint, args.split, args.limit, args.data_config, args.device, args.dtype, progress)
+    model, ckpt, weights, device, dtype = e.model, e.ckpt, e.weights, e.device, e.dtype
+    data, split, inputs, labels, ids, hooks, valid_fn = e.data, e.split, e.inputs, e.labels, e.ids, e.hooks, e.valid_fn
+    device_line, data_from, limit = e.device_line, e.data_from, len(e.inputs)
     N_sup = model.config.N_sup
     steps = args.steps or N_sup
     depth = 2 * N_sup if args.depth == -1 else args.depth
-    data_cfg, data_from = data_section(ckpt, args.data_config)
-    data = puzzles.load(data_cfg, progress=progress)
-    check_fits(data.train.meta, ckpt["dataset"], args.checkpoint)
-    split = {"test": data.test, "train": data.train, "val": data.val}[args.split]
-    if split is None:
-        raise ConfigError("--split val: the data has no validation split (set data.n_val or data.val_subset)")
-    limit = min(args.limit or split.n_examples, split.n_examples)
-    inputs = np.asarray(split.inputs[:limit])
-    labels = split.labels_for_training(np.arange(limit))
-    ids = split.example_identifiers()[:limit]
-    hooks = data.hooks
-    valid_fn = hooks.valid_fn(split.meta) if hooks else None
     breakdowns = {k: np.asarray(v)[:limit] for k, v in hooks.breakdowns(split).items()} if hooks else {}
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     try:

@@ -21,14 +21,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-import puzzles
-from checkpoint import load_trained, write_atomic, write_text_atomic
-from device import pick_device_dtype
+from checkpoint import write_atomic, write_text_atomic
 from ensemble import KINDS, RULES, evaluate_ensemble, transforms_for
 from errors import ConfigError, run_cli
-from evaluate import check_fits, data_section
+from eval_data import load_for_eval
 from flops import model_flops
 from metrics import predict_all, puzzle_metrics
 
@@ -120,20 +116,10 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     """The sweep; returns {"rows", "files"}. Raises UserError."""
     progress = not args.no_progress
-    device, dtype, device_line = pick_device_dtype(args.device, args.dtype)
-    model, ckpt, weights = load_trained(args.checkpoint, device)
-    data_cfg, data_from = data_section(ckpt, args.data_config)
-    data = puzzles.load(data_cfg, progress=progress)
-    check_fits(data.train.meta, ckpt["dataset"], args.checkpoint)
-    split = {"test": data.test, "train": data.train, "val": data.val}[args.split]
-    if split is None:
-        raise ConfigError("--split val: the data has no validation split")
-    limit = min(args.limit or split.n_examples, split.n_examples)
-    inputs = np.asarray(split.inputs[:limit])
-    labels = split.labels_for_training(np.arange(limit))
-    ids = split.example_identifiers()[:limit]
-    hooks = data.hooks
-    valid_fn = hooks.valid_fn(split.meta) if hooks else None
+    e = load_for_eval(args.checkpoint, args.split, args.limit, args.data_config, args.device, args.dtype, progress)
+    model, ckpt, weights, device, dtype = e.model, e.ckpt, e.weights, e.device, e.dtype
+    data, split, inputs, labels, ids, hooks, valid_fn = e.data, e.split, e.inputs, e.labels, e.ids, e.hooks, e.valid_fn
+    device_line, data_from = e.device_line, e.data_from
     selects = [s for s in args.selects if s != "valid" or valid_fn is not None]
     kinds = list(args.kinds)
     for kind in kinds:
