@@ -169,8 +169,8 @@ def test_run_writes_jepa_folder_and_resumes_exactly(tmp_path, data_dir):
         assert record["latent_loss"] > 0 and 0 < record["latent_share"] < 1
         assert record["loss"] > record["ce_loss"]        # the weighted term is in the total
     assert "predictor.weight" in torch.load(run_a / "last.pt", weights_only=True)["ema"]
-    import evaluate  # the evaluation tools load a JEPA checkpoint as a plain TRM
-    model, _, weights = evaluate.load_trained(run_a / "best.pt", torch.device("cpu"))
+    from checkpoint import load_trained  # the evaluation tools load a JEPA checkpoint as a plain TRM
+    model, _, weights = load_trained(run_a / "best.pt", torch.device("cpu"))
     assert weights == "EMA" and not hasattr(model, "predictor")
 
     jepa.main(tiny_config(jepa.RUN_CONFIG, tmp_path / "b", data_dir, max_steps=6, eval_every=6), progress=False)
