@@ -86,6 +86,24 @@ def csv_rows(path: str | Path, columns: tuple[str, ...], progress: bool) -> Iter
             yield reader.line_num, ([row[i] for i in index] if len(row) > max(index) else None)
 
 
+def check_bad_rows(name: str, bad: list[tuple[int, str]], any_good: bool, skip_bad_rows: bool, key: str,
+                   role: str) -> None:
+    """bad holds (line, reason) of a file's bad rows: without skip_bad_rows the first one stops the
+    load, naming the file, the line and the config key that skips them; with it they are counted in
+    a warning, unless no good row is left."""
+    if not bad:
+        return
+    first_line, first_reason = min(bad)
+    if not skip_bad_rows:
+        more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
+        raise DataError(f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
+                        f"({key}) to skip bad rows")
+    if not any_good:
+        raise DataError(f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
+                        f"(first: line {first_line}: {first_reason})")
+    print(f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})", file=sys.stderr)
+
+
 def subsample(keep: np.ndarray, subset: int, seed: int, split: str, what: str) -> np.ndarray:
     """A seeded random subset of `subset` of the row indices keep (0: all), in file order; the seed
     stream depends on the split's name. `what` names the rows in the message when there are fewer."""

@@ -8,14 +8,13 @@ row stops the load naming the file and line, or is skipped with a count (skip_ba
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 import errors
 from errors import DataError
-from hf_csv import csv_path, csv_rows, refetch_error, split_off_validation, subsample
+from hf_csv import check_bad_rows, csv_path, csv_rows, refetch_error, split_off_validation, subsample
 from maze_rules import GOAL, START, path_problem, size_of, valid_paths
 
 HF_COLUMNS = ("question", "answer", "rating")  # required header columns ("source" is optional)
@@ -82,18 +81,7 @@ def read_maze_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role: s
             reason = f"the answer is not a shortest path from S to G: {path_problem(inputs[k], labels[k], size)}"
         bad.append((lines[k], reason))
 
-    if bad:
-        bad.sort()
-        first_line, first_reason = bad[0]
-        if not skip_bad_rows:
-            more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-            raise DataError(f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
-                            f"(data.maze.skip_bad_rows) to skip bad rows")
-        if not row_ok.any():
-            raise DataError(f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
-                            f"(first: line {first_line}: {first_reason})")
-        print(f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})",
-              file=sys.stderr)
+    check_bad_rows(name, bad, bool(row_ok.any()), skip_bad_rows, "data.maze.skip_bad_rows", role)
     if not n:
         raise DataError(f"{name}: no {role} rows after the header")
     return inputs[row_ok], labels[row_ok], np.asarray(ratings, dtype=np.int32)[row_ok]

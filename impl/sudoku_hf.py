@@ -7,7 +7,6 @@ row stops the load naming the file and line, or is skipped with a count (skip_ba
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 import errors
 from errors import DataError
-from hf_csv import csv_path as _hf_csv_path, refetch_error, split_off_validation, subsample
+from hf_csv import check_bad_rows, csv_path as _hf_csv_path, refetch_error, split_off_validation, subsample
 from sudoku_rules import BLANK, unit_index
 
 HF_COLUMNS = ("question", "answer", "rating")  # required header columns ("source" is optional)
@@ -104,24 +103,7 @@ def _read_sudoku_csv(path: str | Path, skip_bad_rows: bool, progress: bool, role
                 reason = "answer is not a valid Sudoku grid (a digit repeats in a row, column or box)"
         bad.append((lines[k], reason))
 
-    if bad:
-        bad.sort()
-        first_line, first_reason = bad[0]
-        if not skip_bad_rows:
-            more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-            raise errors.DataError(
-                f"{name} line {first_line}: {first_reason}{more}; pass skip_bad_rows=True "
-                f"(data.skip_bad_rows) to skip bad rows"
-            )
-        if not row_ok.any():
-            raise errors.DataError(
-                f"{name}: no usable {role} row: all {len(bad)} data rows are bad "
-                f"(first: line {first_line}: {first_reason})"
-            )
-        print(
-            f"warning: {name}: skipped {len(bad)} bad rows (first: line {first_line}: {first_reason})",
-            file=sys.stderr,
-        )
+    check_bad_rows(name, bad, bool(row_ok.any()), skip_bad_rows, "data.skip_bad_rows", role)
     if not n:
         raise errors.DataError(f"{name}: no {role} rows after the header")
     q_digits = q_chars[row_ok].astype(np.int16) - ord("0")
