@@ -2,8 +2,10 @@
 model and batch can fit in the device's memory at all."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import time
 
 import torch
 
@@ -73,9 +75,33 @@ def pick_dtype(name: str, device: torch.device, key: str = "training.dtype") -> 
             return torch.bfloat16, "auto: the GPU supports bf16"
         return torch.float32, "auto: this GPU has no bf16"
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # Measured on a 2-core AVX-512 (bf16) CPU: bf16 matmuls ran ~4x fp32, a training step 2-4x.
-        return torch.bfloat16, "auto: this CPU has native bf16 (AVX-512 BF16/AMX), measured 2-4x faster"
+        # Native bf16 is not always faster: measured on 2-core CPUs, bf16 matmuls ran ~4x float32 on an
+        # AMD AVX-512 BF16 part and 0.5x on an Intel one without AMX. So auto times both, here.
+        speedup = cpu_bf16_speedup()
+        if speedup >= BF16_MIN_SPEEDUP:
+            return torch.bfloat16, f"auto: this CPU has native bf16, measured {speedup:.1f}x float32 matmuls"
+        return torch.float32, (f"auto: this CPU has native bf16, but its bf16 matmuls measured {speedup:.1f}x "
+                               f"float32 (set dtype bfloat16 to use it anyway)")
     return torch.float32, "auto: no fast bf16 on this device"
+
+
+BF16_MIN_SPEEDUP = 1.2  # bf16 is chosen on a CPU only when its matmuls are at least this much faster
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup(rows: int = 2048, inner: int = 256, cols: int = 512, repeats: int = 5) -> float:
+    """How many times faster a bf16 matrix product of model-like shape runs than a float32 one on
+    this CPU, the best of a few tries each (about 0.1 s in all; measured once per process)."""
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+        a @ b  # warm-up: the kernel is chosen and its code loaded
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+    return best(torch.float32) / best(torch.bfloat16)
 
 
 def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype, str]:

@@ -252,6 +252,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     d_cfg, t_cfg = config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
+    if d.enabled and t_cfg["dtype"] == "auto" and device.type == "cpu":  # each process timed its own CPU: all use bf16 or none does
+        if float(distributed.mean(torch.tensor(float(dtype == torch.bfloat16)), d)) < 1.0 and dtype != torch.float32:
+            dtype, dtype_why = torch.float32, "auto: not every process found bf16 faster"
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
     if device.type == "cpu":
@@ -313,6 +316,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                   puzzle_ids=torch.zeros(G, dtype=torch.long, device=device))
     step, best_exact, best_step, elapsed_before = 0, -1.0, 0, 0.0
     stale_evals = 0                                       # evaluations since the last improvement (patience)
+    eval_time = 0.0                                       # seconds spent in evaluations during training
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     if resume:
@@ -337,6 +341,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                       s.get("puzzle_ids", torch.zeros(G, dtype=torch.long)).to(device))
         step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
         best_step = ckpt.get("best_step", 0)
+        eval_time = ckpt.get("eval_time", 0.0)
         stale_evals = ckpt.get("stale_evals", 0)
         set_rng_state(ckpt["rng"])
         print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
@@ -363,6 +368,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             "ema": ema.model.state_dict() if ema is not None else None,
             "ema_updates": ema.updates if ema is not None else 0,
             "step": step, "best_exact": best_exact, "best_step": best_step, "stale_evals": stale_evals,
+            "eval_time": eval_time,
             "elapsed": elapsed_before + (time.time() - t_start),
             "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
             "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
@@ -501,7 +507,11 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         if step % t_cfg["eval_every"] == 0 or boundary:
             state = checkpoint_state()  # collective: all processes take part
             if d.is_main:
+                eval_start = time.time()
                 metrics = run_eval("during")
+                eval_s = time.time() - eval_start
+                eval_time += eval_s
+                state["eval_time"] = eval_time
                 improved = metrics["exact_acc"] > best_exact
                 stale_evals = state["stale_evals"] = 0 if improved else stale_evals + 1
                 if improved:
@@ -511,7 +521,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                        f"exact {metrics['exact_acc']:.4f} {valid}halt {metrics['halt_acc']:.4f} "
                        f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
                 log({"kind": "eval", "split": select_name, "step": step,
-                     "time_s": round(elapsed_before + time.time() - t_start, 1), **metrics})
+                     "time_s": round(elapsed_before + time.time() - t_start, 1), "eval_s": round(eval_s, 2), **metrics})
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
@@ -539,6 +549,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     bar.close()
     result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}
     if d.is_main:
+        train_time = elapsed_before + time.time() - t_start
+        test_start = time.time()
         test_last = run_eval("test")
         test_best = test_last
         if best_step != step and best_path.exists():  # the best checkpoint's weights, on the test split
@@ -548,13 +560,20 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         for which, m, at in (("last", test_last, step), ("best", test_best, best_step)):
             log({"kind": "test", "checkpoint": which, "step": at, **m})
         result.update(test_last, best_test=test_best)
-        run_log.close()
+        test_time = time.time() - test_start
         total_time = elapsed_before + time.time() - t_start
+        timing = {"time_s": round(total_time, 1), "train_loop_s": round(train_time, 1),
+                  "eval_during_s": round(eval_time, 1), "test_s": round(test_time, 1),
+                  "eval_share": round((eval_time + test_time) / max(total_time, 1e-9), 4)}
+        log({"kind": "timing", "step": step, **timing})
+        run_log.close()
+        result.update(timing)
         valid = f" valid {test_last['validity']:.4f}" if "validity" in test_last else ""
         if "test_time" in test_last:  # the final test was an ensemble: every rule's figures
             print0(format_rules(test_last["test_time"]))
         print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}{valid}; "
                f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
-               f"{test_best['exact_acc']:.4f}; {total_time:.0f}s; checkpoints in {run_dir}")
+               f"{test_best['exact_acc']:.4f}; {total_time:.0f}s, of which evaluation {eval_time:.0f}s during "
+               f"training and {test_time:.0f}s final test ({100 * timing['eval_share']:.0f}%); checkpoints in {run_dir}")
     result["time_s"] = elapsed_before + time.time() - t_start
     return result

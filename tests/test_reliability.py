@@ -199,3 +199,21 @@ def test_unwritable_run_folder_is_named_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot write to .*runs/tiny"):
         train_trm.main(tiny_run_config(tmp_path), progress=False)
     assert not (tmp_path / "data").exists()  # no data was generated
+
+
+@pytest.mark.parametrize("speedup, expected", [(0.5, torch.float32), (1.1, torch.float32), (3.0, torch.bfloat16)])
+def test_auto_dtype_on_a_cpu_with_native_bf16_follows_the_measured_speed(monkeypatch, speedup, expected):
+    """Native bf16 is not always faster (0.5x float32 on one AVX-512 BF16 CPU without AMX): auto
+    keeps float32 unless bf16 matmuls measured faster here, and says what it measured."""
+    import device
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: speedup)
+    dtype, why = device.pick_dtype("auto", torch.device("cpu"))
+    assert dtype == expected and f"{speedup:.1f}x" in why
+    assert device.pick_dtype("bfloat16", torch.device("cpu"))[0] == torch.bfloat16   # asked for: no measuring
+
+
+def test_bf16_speedup_is_measured_once_per_process():
+    import device
+    first = device.cpu_bf16_speedup()
+    assert first > 0 and device.cpu_bf16_speedup() == first
