@@ -521,7 +521,8 @@ class TRM(nn.Module):
         halt=False runs every puzzle for N_sup steps (as the official evaluation does); halt=True
         freezes a puzzle's answer at the first step where the halting head says "correct"
         (logit > 0). stop_unchanged=k freezes a puzzle once its answer has not changed for k steps
-        (a cheaper evaluation; the batch ends when every puzzle is frozen). keep_steps=True also
+        (a cheaper evaluation). With halt or stop_unchanged, later steps run on the puzzles not yet
+        frozen alone, and the batch ends when every puzzle is frozen. keep_steps=True also
         returns the answer after every step (and runs all N_sup steps).
 
         noise=sigma > 0 adds Gaussian noise of scale sigma to the latent z before every supervision
@@ -543,12 +544,22 @@ class TRM(nn.Module):
         first_halt = torch.zeros(B, dtype=torch.long, device=device)
         halt_answers = torch.zeros_like(inputs)
         history, history_conf = [], []
+        # A frozen puzzle's answer can no longer change: later steps run on the live puzzles alone.
+        compact = (halt or stop_unchanged > 0) and not keep_steps and noise == 0
         for step in range(1, steps_max + 1):
             if noise > 0:
                 carry = Carry(carry.y, carry.z + self.latent_noise(carry.z, noise, noise_generators))
-            extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}  # subclasses may take (inputs, carry) only
-            carry, logits, q_logit = self(inputs, carry, **extra)
-            current = logits.argmax(dim=-1)
+            rows = (~done).nonzero().squeeze(1) if compact and bool(done.any()) else None
+            if rows is None:
+                extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}  # subclasses may take (inputs, carry) only
+                carry, logits, q_logit = self(inputs, carry, **extra)
+                current = logits.argmax(dim=-1)
+            else:
+                extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids[rows]}
+                part, logits, q_part = self(inputs[rows], Carry(carry.y[:, rows], carry.z[:, rows]), **extra)
+                carry = Carry(carry.y.index_copy(1, rows, part.y), carry.z.index_copy(1, rows, part.z))
+                current = answers.index_copy(0, rows, logits.argmax(dim=-1))
+                q_logit = logit.index_copy(0, rows, q_part.float())
             prob = torch.sigmoid(q_logit.float())
             live = ~done
             if stop_unchanged and step > 1:

@@ -385,3 +385,37 @@ def test_exact_widths_option():
     assert block.mix.width == round(4 * 37 * 2 / 3) == 99                  # the official rounding makes 256
     assert block.mlp.down.weight.shape == (128, round(4 * 128 * 2 / 3))    # 341, officially 512
     assert TRM(TRMConfig(vocab_size=8, seq_len=36, hidden_size=128, mlp_t=True, pos_encoding="none")).net.blocks[0].mix.width == 256
+
+
+def test_frozen_puzzles_leave_the_batch_and_the_answers_match_all_steps():
+    """stop_unchanged with puzzles that settle at different steps (scripted: each row counts its own
+    steps in its carry and its answer changes until its own settling step): the later steps run on
+    the live puzzles alone, and every answer and step count is the one read off the full run."""
+    settle = torch.tensor([1, 2, 3, 5, 8, 11, 4, 2] * 4)   # the step after which row b's answer stays
+
+    class Settling(TRM):
+        sizes = []
+
+        def forward(self, inputs, carry, puzzle_ids):
+            Settling.sizes.append(inputs.shape[0])
+            count = carry.y[0, :, 0] + 1                            # this row's own step, kept in its carry
+            y = carry.y.clone()
+            y[0, :, 0] = count
+            shift = torch.minimum(count.long(), settle[puzzle_ids])
+            logits = torch.nn.functional.one_hot((inputs + shift[:, None]) % self.config.vocab_size,
+                                                 self.config.vocab_size).float()
+            return Carry(y, carry.z), logits, torch.full((inputs.shape[0],), -5.0)
+
+    model = Settling(TRMConfig(vocab_size=6, seq_len=16, hidden_size=32, num_heads=2, T=1, n=1, N_sup=12)).eval()
+    with torch.no_grad():
+        model.y_init.zero_()
+    x, ids = torch.randint(1, 6, (32, 16)), torch.arange(32)
+    history = model.predict(x, keep_steps=True, puzzle_ids=ids).per_step          # (12, B, seq_len)
+    k = 2
+    want_steps = [min(int(s) + k, 12) for s in settle]                             # unchanged k steps after settling
+    want = torch.stack([history[s - 1, b] for b, s in enumerate(want_steps)])
+    Settling.sizes = []
+    early = model.predict(x, stop_unchanged=k, puzzle_ids=ids)
+    assert early.steps.tolist() == want_steps and torch.equal(early.answers, want)
+    assert Settling.sizes[0] == 32 and Settling.sizes == sorted(Settling.sizes, reverse=True)
+    assert sum(Settling.sizes) == sum(want_steps)                                 # each row ran exactly its own steps
