@@ -92,8 +92,10 @@ BF16_MIN_SPEEDUP = 1.2  # bf16 is chosen on a CPU only when its matmuls are at l
 def cpu_bf16_speedup(rows: int = 2048, inner: int = 256, cols: int = 512, repeats: int = 5) -> float:
     """How many times faster a bf16 matrix product of model-like shape runs than a float32 one on
     this CPU, the best of a few tries each (about 0.1 s in all; measured once per process)."""
+    g = torch.Generator().manual_seed(0)  # its own generator: a run's random stream is left as it was
+
     def best(dtype: torch.dtype) -> float:
-        a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+        a, b = (torch.randn(rows, inner, generator=g).to(dtype), torch.randn(inner, cols, generator=g).to(dtype))
         a @ b  # warm-up: the kernel is chosen and its code loaded
         times = []
         for _ in range(repeats):

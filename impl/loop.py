@@ -512,8 +512,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 eval_s = time.time() - eval_start
                 eval_time += eval_s
                 state["eval_time"] = eval_time
-                improved = metrics["exact_acc"] > best_exact
-                stale_evals = state["stale_evals"] = 0 if improved else stale_evals + 1
+                # A tie goes to the later checkpoint (trained longer: on a small validation split
+                # several evaluations often tie at the top); patience counts strict improvements.
+                improved = metrics["exact_acc"] >= best_exact
+                stale_evals = state["stale_evals"] = 0 if metrics["exact_acc"] > best_exact else stale_evals + 1
                 if improved:
                     best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
                 valid = f"valid {metrics['validity']:.4f} " if "validity" in metrics else ""

@@ -52,11 +52,11 @@ from trm import IGNORE_LABEL, TRM, Carry, TRMConfig
 # (tests/test_jepa.py checks that the two stay in step).
 RUN_CONFIG = {
     "model": {
-        "hidden_size": 128,          # D (paper: 512)
+        "hidden_size": 64,           # D (paper: 512)
         "num_layers": 2,             # blocks in the tiny network f (paper: 2)
         "num_heads": 2,              # attention heads (unused with mlp_t)
         "expansion": 4.0,            # SwiGLU width factor
-        "width_multiple": 256,       # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact widths)
+        "width_multiple": 1,         # SwiGLU widths rounded up to a multiple of this (1: exact widths; official 256)
         "T": 2,                      # T in paper (3): cycles per supervision step, the first T-1 without grad
         "n": 3,                      # n in paper (6): latent updates z <- f(x + y + z) per cycle
         "gradient": "last_cycle",    # last_cycle (paper: back-propagate through the last cycle) | one_step (last z and y updates only, as HRM)
@@ -80,7 +80,7 @@ RUN_CONFIG = {
         "use_builtin_sample": False,  # True: train on the handful of embedded 9x9 puzzles (sanity runs)
         "grid_size": 6,              # generated: 4, 6 or 9 (builtin and hf are 9x9)
         "n_train": 3000,             # generated: training puzzles
-        "n_val": 0,                  # generated: validation puzzles, disjoint from train and test (0: none)
+        "n_val": 200,                # generated: validation puzzles, disjoint from train and test (0: none); choose best.pt
         "n_test": 500,               # generated: held-out puzzles (no solution grid shared with training)
         "givens": [14, 20],          # generated: range of givens per puzzle
         "min_rating": 0,             # solver guesses (generated) or CSV rating (hf) at least this
@@ -129,9 +129,9 @@ RUN_CONFIG = {
         "runs_dir": "runs",          # parent folder of run folders
         "seed": 0,                   # seed of init, data order, augmentation and halting exploration
         "batch_size": 64,            # examples in flight (slots) per process
-        "max_steps": 700,            # optimizer steps; each is one supervision step for every slot
+        "max_steps": 1000,           # optimizer steps; each is one supervision step for every slot
         "time_limit_min": 0.0,       # stop (and save) after this many minutes; 0: no limit
-        "lr": 2e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
+        "lr": 3e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
         "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
         "warmup_steps": 50,          # linear warmup steps (paper: 2000)
         "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
@@ -151,7 +151,7 @@ RUN_CONFIG = {
         "eval_batch_size": 256,      # puzzles per evaluation batch
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
-        "eval_stop_unchanged": 0,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
+        "eval_stop_unchanged": 2,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
         "patience": 0,               # stop after this many evaluations without a better exact accuracy, keeping best.pt (0: off)
         "test_time": {               # the final test evaluation as a test-time ensemble (impl/ensemble.py)
             "members": 1,            # K members per puzzle (1: off, the plain answer)

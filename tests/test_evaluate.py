@@ -120,7 +120,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluate")
     config = copy.deepcopy(RUN_CONFIG)
     config["model"].update(hidden_size=32, T=2, n=2, N_sup=4)
-    config["data"].update(grid_size=4, n_train=300, n_test=64, givens=[8, 10], data_dir=str(tmp / "data"))
+    config["data"].update(grid_size=4, n_train=300, n_val=0, n_test=64, givens=[8, 10], data_dir=str(tmp / "data"))
     config["training"].update(runs_dir=str(tmp / "runs"), run_name="tiny", batch_size=16, max_steps=40,
                               eval_every=20, log_every=10, warmup_steps=5, lr=3e-3, eval_batch_size=64,
                               dtype="float32")

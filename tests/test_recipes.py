@@ -17,6 +17,7 @@ def test_paper_recipe_runs_two_steps_on_cpu(name, mlp_t, tmp_path, monkeypatch):
     check_config(config, name)
     m, d, t = config["model"], config["data"], config["training"]
     assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"]) == (512, 3, 6, 16, 16, mlp_t)
+    assert m["width_multiple"] == 256                          # the official SwiGLU widths
     assert m["prefix_learned"] == "first" and (mlp_t or (m["num_heads"], m["pos_encoding"]) == (8, "rope"))
     assert (t["batch_size"], t["lr"], t["warmup_steps"], t["weight_decay"], t["grad_clip"]) == (768, 1e-4, 2000, 1.0, 0.0)
     assert (t["optimizer"], t["decay_all"], t["loss"], t["ema_decay"], t["max_steps"]) == \
@@ -46,6 +47,7 @@ def test_paper_maze_recipe_runs_two_steps_on_cpu(tmp_path, monkeypatch):
     check_config(config, "paper_maze.json")
     m, d, t = config["model"], config["data"], config["training"]
     assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"]) == (512, 3, 4, 16, 16, False)
+    assert m["width_multiple"] == 256
     assert (m["num_heads"], m["pos_encoding"], m["prefix_learned"]) == (8, "rope", "first")
     assert (t["batch_size"], t["lr"], t["warmup_steps"], t["weight_decay"], t["grad_clip"]) == (768, 1e-4, 2000, 1.0, 0.0)
     assert (t["optimizer"], t["decay_all"], t["loss"], t["ema_decay"], t["max_steps"]) == \
@@ -74,6 +76,7 @@ def test_paper_arc_recipe_is_the_official_setup_and_runs_two_steps_on_cpu(tmp_pa
     check_config(config, "paper_arc.json")
     m, a, t = config["model"], config["data"]["arc"], config["training"]
     assert config["data"]["puzzle"] == "arc"
+    assert m["width_multiple"] == 256
     assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"], m["pos_encoding"], m["num_heads"]) == \
         (512, 3, 4, 16, 16, False, "rope", 8)
     assert (a["source"], a["version"], a["subsets"], a["test_subset"], a["num_aug"], a["canvas"], a["translate"]) == \

@@ -22,7 +22,7 @@ from trm import TRM, TRMConfig
 def tiny_run_config(tmp_path, **training) -> dict:
     config = copy.deepcopy(RUN_CONFIG)
     config["model"].update(hidden_size=32, T=2, n=2, N_sup=4)
-    config["data"].update(grid_size=4, n_train=300, n_test=64, givens=[8, 10], data_dir=str(tmp_path / "data"))
+    config["data"].update(grid_size=4, n_train=300, n_val=0, n_test=64, givens=[8, 10], data_dir=str(tmp_path / "data"))
     config["training"].update(runs_dir=str(tmp_path / "runs"), run_name="tiny", batch_size=16, max_steps=40, device="cpu",
                               eval_every=20, log_every=5, warmup_steps=5, lr=3e-3, eval_batch_size=64)
     config["training"].update(training)
