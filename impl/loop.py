@@ -523,7 +523,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                        f"exact {metrics['exact_acc']:.4f} {valid}halt {metrics['halt_acc']:.4f} "
                        f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles)")
                 log({"kind": "eval", "split": select_name, "step": step,
-                     "time_s": round(elapsed_before + time.time() - t_start, 1), "eval_s": round(eval_s, 2), **metrics})
+                     "time_s": round(elapsed_before + time.time() - t_start, 1), "eval_s": round(eval_s, 3), **metrics})
                 if improved:
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
@@ -564,8 +564,8 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         result.update(test_last, best_test=test_best)
         test_time = time.time() - test_start
         total_time = elapsed_before + time.time() - t_start
-        timing = {"time_s": round(total_time, 1), "train_loop_s": round(train_time, 1),
-                  "eval_during_s": round(eval_time, 1), "test_s": round(test_time, 1),
+        timing = {"time_s": round(total_time, 3), "train_loop_s": round(train_time, 3),
+                  "eval_during_s": round(eval_time, 3), "test_s": round(test_time, 3),
                   "eval_share": round((eval_time + test_time) / max(total_time, 1e-9), 4)}
         log({"kind": "timing", "step": step, **timing})
         run_log.close()

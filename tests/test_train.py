@@ -238,3 +238,9 @@ def test_evaluations_during_training_read_a_subset_and_the_final_test_reads_all(
     tests = [r for r in records if r["kind"] == "test"]
     assert [r["n"] for r in tests] == [64, 64] and result["n"] == 64   # the whole held-out split
     assert all(r["avg_steps"] == 4 for r in tests)                       # all N_sup steps, no early stop
+    timing = [r for r in records if r["kind"] == "timing"][0]              # where the wall time went
+    assert sum(r["eval_s"] for r in during) == pytest.approx(timing["eval_during_s"], abs=0.1)
+    assert timing["train_loop_s"] <= timing["time_s"] and timing["test_s"] > 0
+    assert timing["eval_share"] == pytest.approx((timing["eval_during_s"] + timing["test_s"]) / timing["time_s"],
+                                                 abs=0.01)
+    assert result["eval_share"] == timing["eval_share"]
