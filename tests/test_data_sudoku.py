@@ -497,7 +497,10 @@ def test_ctrl_c_during_generation_stops_workers_and_leaves_no_cache(tmp_path):
     data_dir = tmp_path / "data"
     script = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
+        # Python leaves Ctrl-C ignored when it starts with SIGINT ignored (a background job of a
+        # script): a terminal's Ctrl-C is what this test stands for, so restore it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(IMPL_DIR)!r})
         import data_sudoku as ds, errors, sudoku_gen as gen, workers
         gen.POOL_AFTER_S = 0.0
