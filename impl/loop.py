@@ -252,8 +252,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     d_cfg, t_cfg = config["data"], config["training"]
     run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
     dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
-    if d.enabled and t_cfg["dtype"] == "auto" and device.type == "cpu":  # each process timed its own CPU: all use bf16 or none does
-        if float(distributed.mean(torch.tensor(float(dtype == torch.bfloat16)), d)) < 1.0 and dtype != torch.float32:
+    if d.enabled and t_cfg["dtype"] == "auto" and device.type == "cpu":
+        # Each process timed its own CPU: all use bf16, or none does. (A collective: every process.)
+        all_bf16 = float(distributed.mean(torch.tensor(float(dtype == torch.bfloat16)), d)) == 1.0
+        if dtype == torch.bfloat16 and not all_bf16:
             dtype, dtype_why = torch.float32, "auto: not every process found bf16 faster"
     print0(f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why}); "
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")

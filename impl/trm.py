@@ -550,12 +550,12 @@ class TRM(nn.Module):
             if noise > 0:
                 carry = Carry(carry.y, carry.z + self.latent_noise(carry.z, noise, noise_generators))
             rows = (~done).nonzero().squeeze(1) if compact and bool(done.any()) else None
+            ids = puzzle_ids if rows is None or puzzle_ids is None else puzzle_ids[rows]
+            extra = {} if ids is None else {"puzzle_ids": ids}  # subclasses may take (inputs, carry) only
             if rows is None:
-                extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}  # subclasses may take (inputs, carry) only
                 carry, logits, q_logit = self(inputs, carry, **extra)
                 current = logits.argmax(dim=-1)
             else:
-                extra = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids[rows]}
                 part, logits, q_part = self(inputs[rows], Carry(carry.y[:, rows], carry.z[:, rows]), **extra)
                 carry = Carry(carry.y.index_copy(1, rows, part.y), carry.z.index_copy(1, rows, part.z))
                 current = answers.index_copy(0, rows, logits.argmax(dim=-1))
