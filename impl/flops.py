@@ -25,7 +25,7 @@ def block_calls(cfg: TRMConfig) -> tuple[int, int]:
     """Blocks run forward, and blocks back-propagated, in one supervision step.
 
     trm: T*(n+1) calls of f (num_layers blocks each), the last cycle's n+1 back-propagated (one_step:
-    its last two); single_z and separate_nets make as many calls. hrm: T*n calls of f_L and T of f_H,
+    its last two); single_z, separate_nets and z_slots make as many calls. hrm: T*n calls of f_L and T of f_H,
     the last of each back-propagated. transformer: one pass of its depth blocks, all back-propagated.
     """
     T, n, layers = cfg.T, cfg.n, cfg.num_layers

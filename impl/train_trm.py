@@ -37,6 +37,7 @@ RUN_CONFIG = {
         "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
         "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
         "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
+        "z_slots": 1,                # trm: z as this many states, f reads their sum (official trm_hier6: 6)
         "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
         "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
     },

@@ -70,6 +70,7 @@ RUN_CONFIG = {
         "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
         "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
         "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
+        "z_slots": 1,                # trm: z as this many states, f reads their sum (official trm_hier6: 6)
         "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
         "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
     },
@@ -263,7 +264,7 @@ class TRMJEPA(TRM):
         carry = self.initial_carry(targets.shape[0], targets.device, dtype)
         with torch.no_grad() if self.stopgrad_target else contextlib.nullcontext():
             y, z = self.deep_recursion(targets, carry, puzzle_ids)
-        return y if self.latent_state == "y" else z
+        return y if self.latent_state == "y" else self.z_total(z)     # z_slots: the sum f reads
 
     def latent_vectors(self, online: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled (B, D) online and target vectors -> the pair the distance compares."""
@@ -286,7 +287,7 @@ class TRMJEPA(TRM):
             return super().forward(inputs, carry, puzzle_ids)
         y, z = self.deep_recursion(inputs, carry, puzzle_ids)           # online branch
         logits, q_logit = self.heads(y)
-        online = y if self.latent_state == "y" else z
+        online = y if self.latent_state == "y" else self.z_total(z)
         target = self.solution_state(targets, carry.y.dtype, puzzle_ids)  # target branch
         prediction, goal = self.latent_vectors(self.pool(online), self.pool(target))
         latent = self.distance(prediction, goal).mean()

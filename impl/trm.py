@@ -38,7 +38,10 @@ and outputs are batch-first. The compute dtype follows the carry: a bf16 carry r
 bf16 with fp32 weights cast at use (as the official code's forward_dtype); an fp32 carry runs in fp32.
 Variants, each off by default: separate_nets gives the y update its own network (f_H, with f as
 f_L for z: the paper's "separate f_H, f_L" ablation); single_z keeps one state s (official
-trm_singlez: n updates s <- f(s + x), then s <- f(s), heads on s; carried where y is). The other
+trm_singlez: n updates s <- f(s + x), then s <- f(s), heads on s; carried where y is); z_slots=K
+makes z K states z_1..z_K (official trm_hier6, K=6): the j-th z update of a cycle replaces
+z_(j mod K) with f(z_1 + ... + z_K + x + y), and y <- f(y + z_1 + ... + z_K); the carry holds them
+side by side, (L, B, K*D), each starting from its own random vector. The other
 architectures on the same loop (arch: hrm, transformer) subclass TRM in hrm.py and transformer.py.
 This file holds model code only: no I/O, no data, no training loop.
 """
@@ -82,6 +85,7 @@ class TRMConfig:
     arch: str = "trm"                # trm | hrm (impl/hrm.py) | transformer (impl/transformer.py)
     separate_nets: bool = False      # trm: a second network f_H for the y update (paper's ablation); f stays f_L for z
     single_z: bool = False           # trm: one latent state, no separate y (official trm_singlez), carried in y
+    z_slots: int = 1                 # trm: z as this many states whose sum f reads (official trm_hier6: 6)
     H_layers: int = 0                # hrm: blocks in f_H (0: num_layers, the blocks of f_L)
     depth: int = 0                   # transformer: blocks of its one network (0: num_layers * T * (n + 1))
 
@@ -110,6 +114,9 @@ class TRMConfig:
             ("separate_nets", not self.separate_nets or self.arch == "trm", f"is a trm option (model.arch is {self.arch!r})"),
             ("single_z", not self.single_z or self.arch == "trm", f"is a trm option (model.arch is {self.arch!r})"),
             ("single_z", not (self.single_z and self.separate_nets), "cannot be combined with model.separate_nets"),
+            ("z_slots", self.z_slots >= 1, "must be >= 1 (1: the paper's single z)"),
+            ("z_slots", self.z_slots == 1 or self.arch == "trm", f"is a trm option (model.arch is {self.arch!r})"),
+            ("z_slots", self.z_slots == 1 or not self.single_z, "cannot be combined with model.single_z"),
         ]
         if self.num_puzzle_identifiers > 1:
             checks.append(("n_prefix", self.n_prefix >= 1,
@@ -375,9 +382,10 @@ class TRM(nn.Module):
         self.net_y = TinyNetwork(config) if config.separate_nets else None  # f_H: the y update, with separate_nets
         self.output_head = CastedLinear(D, config.vocab_size, bias=False)
         self.q_head = CastedLinear(D, self.q_outputs)                   # halting logit (hrm, transformer: halt, continue)
-        # y_init and z_init: fixed random vectors, as in the official code (H_init, L_init).
+        # y_init and z_init: fixed random vectors, as in the official code (H_init, L_init; with
+        # z_slots, one per state, side by side: trm_hier6's L1_init..L6_init).
         self.register_buffer("y_init", torch.empty(D))
-        self.register_buffer("z_init", torch.empty(D))
+        self.register_buffer("z_init", torch.empty(config.z_slots * D))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -425,10 +433,11 @@ class TRM(nn.Module):
 
     def initial_carry(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> Carry:
-        """y_init and z_init broadcast to (L, B, D); dtype is the compute dtype of the recursion."""
+        """y_init and z_init broadcast to (L, B, D) (z: (L, B, z_slots * D)); dtype is the compute
+        dtype of the recursion."""
         L, D = self.config.total_len, self.config.hidden_size
         y = self.y_init.to(device=device, dtype=dtype).expand(L, batch_size, D).clone()
-        z = self.z_init.to(device=device, dtype=dtype).expand(L, batch_size, D).clone()
+        z = self.z_init.to(device=device, dtype=dtype).expand(L, batch_size, len(self.z_init)).clone()
         return Carry(y, z)
 
     def reset_carry(self, carry: Carry, reset: torch.Tensor) -> Carry:
@@ -444,10 +453,33 @@ class TRM(nn.Module):
         """One cycle: n latent updates z <- f(x + y + z), then one answer update y <- f(y + z)."""
         rope = self._rope()
         xy = x + y                                                      # fixed during the n updates
-        for _ in range(self.config.n):
-            z = self.net(z, xy, rope)
-        y = (self.net if self.net_y is None else self.net_y)(y, z, rope)
-        return y, z
+        for j in range(self.config.n):
+            z = self.z_update(z, xy, rope, j)
+        return self.y_update(y, z, rope), z
+
+    def z_update(self, z: torch.Tensor, xy: torch.Tensor, rope, j: int) -> torch.Tensor:
+        """The j-th latent update of a cycle, z <- f(z + x + y); with z_slots=K, the state
+        z_(j mod K) <- f(z_1 + ... + z_K + x + y), the others kept."""
+        K = self.config.z_slots
+        if K == 1:
+            return self.net(z, xy, rope)
+        states = list(z.chunk(K, dim=-1))
+        states[j % K] = self.net(self.z_total(z), xy, rope)
+        return torch.cat(states, dim=-1)
+
+    def z_total(self, z: torch.Tensor) -> torch.Tensor:
+        """What f reads of z: z itself, or with z_slots the sum of the states, left to right (official)."""
+        if self.config.z_slots == 1:
+            return z
+        states = z.chunk(self.config.z_slots, dim=-1)
+        total = states[0]
+        for state in states[1:]:
+            total = total + state
+        return total
+
+    def y_update(self, y: torch.Tensor, z: torch.Tensor, rope) -> torch.Tensor:
+        """The answer update y <- f(y + z), by f_H with separate_nets."""
+        return (self.net if self.net_y is None else self.net_y)(y, self.z_total(z), rope)
 
     def single_recursion(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """One cycle with a single latent s (single_z): n updates s <- f(s + x), then s <- f(s)."""
@@ -475,12 +507,12 @@ class TRM(nn.Module):
                 y, z = self.latent_recursion(x, y, z)
             if self.config.gradient == "one_step":                      # and the last cycle's first n-1 z updates
                 rope, xy = self._rope(), x + y
-                for _ in range(self.config.n - 1):
-                    z = self.net(z, xy, rope)
+                for j in range(self.config.n - 1):
+                    z = self.z_update(z, xy, rope, j)
         if self.config.gradient == "one_step":
             rope = self._rope()
-            z = self.net(z, x + y, rope)
-            return self.net(y, z, rope), z
+            z = self.z_update(z, x + y, rope, self.config.n - 1)
+            return self.y_update(y, z, rope), z
         return self.latent_recursion(x, y, z)                           # the last cycle carries gradient
 
     def deep_single(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from transformer import DirectTransformer
 from trm import TRM, TRMConfig, softmax_cross_entropy, trm_loss
 
 VARIANTS = {"trm": {}, "hrm": {"arch": "hrm"}, "transformer": {"arch": "transformer", "depth": 3},
-            "separate_nets": {"separate_nets": True}, "single_z": {"single_z": True}}
+            "separate_nets": {"separate_nets": True}, "single_z": {"single_z": True}, "z_slots": {"z_slots": 3}}
 
 
 def tiny_config(**overrides) -> TRMConfig:
@@ -160,7 +160,7 @@ def test_variant_flags_off_leave_the_default_trm_unchanged():
     torch.manual_seed(0)
     plain = TRM(tiny_config())
     torch.manual_seed(0)
-    flags_off = TRM(tiny_config(separate_nets=False, single_z=False, arch="trm", H_layers=0, depth=0))
+    flags_off = TRM(tiny_config(separate_nets=False, single_z=False, z_slots=1, arch="trm", H_layers=0, depth=0))
     assert plain.state_dict().keys() == flags_off.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), flags_off.state_dict().values()))
     inputs, _ = random_batch(plain.config)
@@ -194,9 +194,39 @@ def test_single_z_matches_a_by_hand_recursion():
     assert torch.equal(new_carry.z, carry0.z)                          # no second state
 
 
+@pytest.mark.parametrize("gradient", ["last_cycle", "one_step"])
+@pytest.mark.parametrize("n", [2, 4])
+def test_z_slots_match_a_by_hand_recursion_over_separate_states(gradient, n):
+    """z_slots=3 (official trm_hier6 with 3 states): the j-th z update replaces state j mod 3 with
+    f of the sum of the states plus x + y, and y reads the sum; computed here with three separate
+    tensors. With n=2 the third state is never written and keeps its own initial vector."""
+    cfg = tiny_config(z_slots=3, T=2, n=n, gradient=gradient)
+    torch.manual_seed(0)
+    model = TRM(cfg)
+    inputs, _ = random_batch(cfg)
+    carry0 = model.initial_carry(len(inputs))
+    L, B, D = carry0.y.shape
+    assert carry0.z.shape == (L, B, 3 * D)
+    states = [model.z_init[k * D:(k + 1) * D].expand(L, B, D) for k in range(3)]
+    assert not torch.equal(states[0], states[1])                        # each state its own start
+    new_carry, logits, q = model(inputs, carry0)
+    x, y, rope = model.input_embedding(inputs), carry0.y, model._rope()
+    for _ in range(cfg.T):
+        for j in range(cfg.n):
+            states[j % 3] = model.net(states[0] + states[1] + states[2], x + y, rope)
+        y = model.net(y, states[0] + states[1] + states[2], rope)
+    torch.testing.assert_close(new_carry.y, y)
+    torch.testing.assert_close(new_carry.z, torch.cat(states, dim=-1))
+    torch.testing.assert_close(logits, model.heads(y)[0])
+    if n == 2:
+        assert torch.equal(new_carry.z[..., 2 * D:], carry0.z[..., 2 * D:])
+
+
 @pytest.mark.parametrize("overrides,key", [({"arch": "hrmm"}, "model.arch"),
                                            ({"arch": "hrm", "separate_nets": True}, "model.separate_nets"),
                                            ({"single_z": True, "separate_nets": True}, "model.single_z"),
+                                           ({"z_slots": 0}, "model.z_slots"), ({"arch": "hrm", "z_slots": 2}, "model.z_slots"),
+                                           ({"single_z": True, "z_slots": 2}, "model.z_slots"),
                                            ({"depth": -1}, "model.depth"), ({"H_layers": -1}, "model.H_layers")])
 def test_bad_arch_config_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=key):
@@ -214,6 +244,7 @@ def test_flops_count_each_arch_by_hand():
     assert model_flops(trm, B)["forward"] == 2 * 4 * 2 * block + heads
     assert model_flops(tiny_config(T=2, n=3, single_z=True), B) == model_flops(trm, B)
     assert model_flops(tiny_config(T=2, n=3, separate_nets=True), B) == model_flops(trm, B)
+    assert model_flops(tiny_config(T=2, n=3, z_slots=3), B) == model_flops(trm, B)
     hrm = model_flops(tiny_config(arch="hrm", T=2, n=3, H_layers=1), B)
     forward = (2 * 3 * 2 + 2 * 1) * block + heads2                      # T*n f_L calls (2 blocks), T f_H calls (1 block)
     assert hrm["forward"] == forward
@@ -239,7 +270,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", TRM)])
+@pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", TRM), ("z_slots", TRM)])
 def test_checkpoint_of_each_arch_loads_in_the_evaluator_and_predicts(tmp_path, data_dir, name, cls):
     config = run_config(tmp_path, data_dir, dict(VARIANTS[name]))
     check_config(config)

@@ -34,9 +34,10 @@ def read_log(run_dir, kind="train") -> list[dict]:
     return [r for r in records if r["kind"] == kind]
 
 
-def tiny_model(**kwargs) -> jepa.TRMJEPA:
+def tiny_model(z_slots: int = 1, **kwargs) -> jepa.TRMJEPA:
     torch.manual_seed(0)
-    cfg = TRMConfig(vocab_size=6, seq_len=16, hidden_size=32, T=2, n=2, N_sup=4, mlp_t=True, pos_encoding="none")
+    cfg = TRMConfig(vocab_size=6, seq_len=16, hidden_size=32, T=2, n=2, N_sup=4, mlp_t=True, pos_encoding="none",
+                    z_slots=z_slots)
     return jepa.TRMJEPA(cfg, **kwargs)
 
 
@@ -144,6 +145,17 @@ def test_normalized_latents_have_unit_norm(pool, state):
     assert torch.allclose(goal.norm(dim=-1), torch.ones(4), atol=1e-5)
     raw = tiny_model(pool=pool, state=state, normalize=False).latent_vectors(online, target)[0]
     assert not torch.allclose(raw.norm(dim=-1), torch.ones(4), atol=1e-2)
+
+
+def test_latent_state_z_with_z_slots_compares_the_sum_of_the_states():
+    model = tiny_model(z_slots=3, state="z")
+    inputs, labels = batch()
+    y, z = model.deep_recursion(inputs, model.initial_carry(4))
+    assert z.shape[-1] == 3 * 32
+    carry, logits, q_logit, latent = model(inputs, model.initial_carry(4), targets=labels)
+    target = model.pool(model.solution_state(labels, torch.float32))
+    expected = model.distance(*model.latent_vectors(model.pool(z[..., :32] + z[..., 32:64] + z[..., 64:]), target))
+    torch.testing.assert_close(latent, expected.mean())
 
 
 def test_distances():
