@@ -284,7 +284,8 @@ def make_metadata(arrays: dict, vocab_size: int, num_puzzle_identifiers: int = 1
 def write_dataset(root: str | os.PathLike, splits: dict[str, tuple[dict, Metadata]],
                   identifiers: list[str] | None = None) -> Path:
     """Write {"train": (arrays, meta), "test": ...} to root, atomically: everything goes to a
-    temporary folder beside root, which is then renamed to root. An existing root is never
+    temporary folder beside root, which is then renamed to root. arrays is {field: array} for the
+    one set "all", or {set name: {field: array}} for the sets meta.sets names. An existing root is never
     overwritten: a damaged one must be discarded first (discard)."""
     root = Path(root)
     if root.exists():
@@ -296,8 +297,10 @@ def write_dataset(root: str | os.PathLike, splits: dict[str, tuple[dict, Metadat
             folder = tmp / split
             folder.mkdir()
             (folder / "dataset.json").write_text(json.dumps(meta.to_json()) + "\n")
-            for key, arr in arrays.items():
-                np.save(folder / f"all__{key}.npy", np.ascontiguousarray(arr))
+            sets = arrays if meta.sets != ["all"] else {"all": arrays}
+            for set_name, fields in sets.items():
+                for key, arr in fields.items():
+                    np.save(folder / f"{set_name}__{key}.npy", np.ascontiguousarray(arr))
         if identifiers is not None:
             (tmp / "identifiers.json").write_text(json.dumps(identifiers) + "\n")
         try:

@@ -2,7 +2,8 @@
 
     data = puzzles.load(config["data"])   # Data(path, train, test, val, hooks, description)
 
-With `data.path` set, the run reads that folder, in the official layout (impl/puzzle_dataset.py),
+With `data.sources` (a list of data sections), the run trains on several datasets at once, written
+together as one (impl/mixed.py). With `data.path` set, the run reads that folder, in the official layout (impl/puzzle_dataset.py),
 whoever built it; its dataset.json may name a puzzle type ("puzzle": "sudoku" or "maze"), whose module then
 supplies augmentation and a validity check. Otherwise `data.puzzle`'s module builds the dataset
 (or finds it already built) in `data.data_dir` from the rest of the data section.
@@ -72,8 +73,15 @@ class Hooks:
         make = getattr(self.module, "report", None)
         return make(split, pred, out_dir) if make is not None else None
 
+    def groups(self, inputs) -> dict:
+        """Breakdowns the training loop's evaluations report (a mixed dataset: by source)."""
+        return {}
+
 
 def hooks_for(meta: Metadata) -> Hooks | None:
+    if meta.puzzle == "mixed":
+        import mixed  # here, not at the top: mixed imports this module
+        return mixed.MixedHooks(meta)
     module = module_for(meta.puzzle)
     return Hooks(meta.puzzle, module) if module is not None else None
 
@@ -90,6 +98,9 @@ class Data:
 
 def check_data_config(cfg: dict) -> None:
     """The data section's values (types are checked by the caller); errors name the data.* key."""
+    if cfg.get("sources"):
+        import mixed
+        return mixed.check_data_config(cfg)
     if cfg["path"]:
         return
     if cfg["puzzle"] not in MODULES:
@@ -101,7 +112,10 @@ def check_data_config(cfg: dict) -> None:
 def load(cfg: dict, progress: bool = True) -> Data:
     """Build or find the dataset the data section describes, and read it (checked)."""
     check_data_config(cfg)
-    if cfg["path"]:
+    if cfg.get("sources"):
+        import mixed
+        path, description = mixed.build_dataset(cfg, progress=progress)
+    elif cfg["path"]:
         path = Path(cfg["path"])
         if not path.is_dir():
             raise ConfigError(f"data.path: {path} is not a folder (a dataset folder holds train/ and test/)")

@@ -63,6 +63,7 @@ RUN_CONFIG = {
         "force_download": False,     # hf: download again and rebuild the cache
         "skip_bad_rows": False,      # hf, csv: skip malformed CSV rows with a warning instead of stopping
         "data_dir": "data",          # where built dataset folders are kept
+        "sources": [],               # several datasets in one run: a list of data sections, each merged over this one (impl/mixed.py)
         "augment": True,             # the puzzle's random validity-preserving transform per example, on the fly
         "seed": 0,                   # seed of the generated puzzles and of the hf subsample
         "maze": {                    # data.puzzle "maze": the maze data (impl/data_maze.py)

