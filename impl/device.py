@@ -113,18 +113,31 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
     return device, dtype, f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why})"
 
 
+def network_blocks(mcfg: TRMConfig) -> int:
+    """Blocks with parameters of their own: f (trm; twice with separate_nets), f_L and f_H (hrm),
+    the transformer's depth."""
+    if mcfg.arch == "hrm":
+        return mcfg.num_layers + (mcfg.H_layers or mcfg.num_layers)
+    if mcfg.arch == "transformer":
+        return mcfg.f_layers
+    return mcfg.num_layers * (2 if mcfg.separate_nets else 1)
+
+
 def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
     """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
-    (the SwiGLUs, the mixer, embedding and head) with their gradient, two Adam moments and the EMA
-    copy, plus the puzzle-embedding table when there are several identifiers (one fp32 copy, shared
-    with the EMA); and the activations kept for the backward of one cycle (n + 1 calls of f): per call and
-    block at least the block input, two norm outputs and the SwiGLU's 3 x width values per position."""
+    (the SwiGLUs, the mixer, embedding and head of each arch's networks) with their gradient, two
+    Adam moments and the EMA copy, plus the puzzle-embedding table when there are several
+    identifiers (one fp32 copy, shared with the EMA); and the activations kept for the backward of
+    the blocks a supervision step back-propagates (flops.block_calls: trm, the last cycle's n + 1
+    calls of f): per block at least its input, two norm outputs and the SwiGLU's 3 x width values
+    per position."""
+    from flops import block_calls  # here: flops imports trm, as this module does
     D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
     W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
     mixer = 3 * L * swiglu_width(L, mcfg.expansion, mcfg.width_multiple) if mcfg.mlp_t else 4 * D * D
-    params = mcfg.num_layers * (3 * D * W + mixer) + 2 * V * D
-    per_call = mcfg.num_layers * batch * L * (3 * D + 3 * W)
-    activations = (mcfg.n + 1) * per_call * torch.tensor([], dtype=dtype).element_size()
+    params = network_blocks(mcfg) * (3 * D * W + mixer) + 2 * V * D
+    _, kept_blocks = block_calls(mcfg)
+    activations = kept_blocks * batch * L * (3 * D + 3 * W) * torch.tensor([], dtype=dtype).element_size()
     table = 4 * mcfg.num_puzzle_identifiers * D if mcfg.num_puzzle_identifiers > 1 else 0
     return 5 * 4 * params + table, activations
 

@@ -253,6 +253,17 @@ def test_flops_count_each_arch_by_hand():
     assert tf["train"] == 3 * (5 * block + heads2) + (5 * block + heads2)
 
 
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_memory_estimate_of_each_arch_counts_its_own_networks(name):
+    """The parameter part is a lower bound on each arch's parameter bytes (x5: weights, gradient,
+    two Adam moments, EMA) and within 5% of it: it counts every network the arch has."""
+    from device import memory_estimate
+    cfg = tiny_config(**VARIANTS[name], mlp_t=True)
+    params, activations = memory_estimate(cfg, 8, torch.float32)
+    actual = 5 * 4 * sum(p.numel() for p in build_model(cfg).parameters())
+    assert 0.95 * actual <= params <= actual and activations > 0
+
+
 # -- on the loop: checkpoints of each arch, patience -----------------------------------------------
 
 def run_config(tmp_path, data_dir, model: dict, **training) -> dict:
