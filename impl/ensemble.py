@@ -24,6 +24,13 @@ Selection rules, each applied to the same members:
               with no valid member votes over all of them
 Compute is counted in supervision steps of one example (member-steps): with halting on, members
 freeze at their halting step and a batch stops when every member has halted.
+
+Adaptive compute (first_round=k): every puzzle gets members 0..k-1 first; a puzzle whose k
+members all give the same answer (and, where the puzzle type has a rule check, a valid one) is
+settled and spends nothing more; the others get members k..K-1 too. A settled puzzle's missing
+members repeat its first-round members (so every rule sees K members and picks the settled
+answer); the compute counted is what ran. Without noise the unsettled puzzles' members are those
+of the full ensemble; with noise, the second round draws its own streams.
 """
 from __future__ import annotations
 
@@ -51,10 +58,12 @@ class Members:
     wall_s: float             # seconds spent in the model
 
 
-def check_members(members: int, kind: str, sigma: float, select: str, where: str = "") -> None:
+def check_members(members: int, kind: str, sigma: float, select: str, where: str = "", first_round: int = 0) -> None:
     """Range checks, naming the option or key (where: a prefix such as 'training.test_time.')."""
     if members < 1:
         raise ValueError(f"{where}members: {members} must be >= 1")
+    if first_round < 0:
+        raise ValueError(f"{where}first_round: {first_round} must be >= 0 (0: off)")
     if kind not in KINDS:
         raise ValueError(f"{where}member_kind: {kind!r} is not one of {', '.join(KINDS)}")
     if not sigma >= 0:
@@ -76,11 +85,12 @@ def transforms_for(hooks, meta, kind: str, K: int, seed: int) -> list[tuple] | N
     return pairs
 
 
-def noise_generators(K: int, seed: int, start: int, device: torch.device) -> list[torch.Generator]:
-    """One generator per member for the batch of puzzles starting at index start, seeded from
-    (seed, member, start), so a member run alone with its generator draws the same noise."""
+def noise_generators(K: int, seed: int, start: int, device: torch.device, first: int = 0) -> list[torch.Generator]:
+    """One generator per member (members first..first+K-1) for the batch of puzzles starting at
+    index start, seeded from (seed, member, start), so a member run alone with its generator draws
+    the same noise."""
     gens = []
-    for k in range(K):
+    for k in range(first, first + K):
         g = torch.Generator(device=device)
         g.manual_seed(int(np.random.SeedSequence([seed, k, start]).generate_state(1, np.uint64)[0] >> 1))
         gens.append(g)
@@ -90,10 +100,12 @@ def noise_generators(K: int, seed: int, start: int, device: torch.device) -> lis
 @torch.no_grad()
 def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None, halt: bool = False,
-                puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False) -> Members:
+                puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False,
+                first_member: int = 0) -> Members:
     """K members for each puzzle of inputs (N, S), batch_size rows (members x puzzles) per forward
     pass. transforms: K (forward, inverse) pairs (kind symmetry or both); sigma: the latent noise
-    (kind noise or both; ignored for symmetry). Restores train/eval mode."""
+    (kind noise or both; ignored for symmetry); first_member: the index of the first member (its
+    noise stream). Restores train/eval mode."""
     if kind in ("symmetry", "both") and transforms is None:
         raise ValueError(f"member kind {kind!r} needs the puzzle's transforms")
     noise = sigma if kind in ("noise", "both") else 0.0
@@ -113,7 +125,7 @@ def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_su
             ids = None
             if puzzle_ids is not None:
                 ids = torch.from_numpy(np.tile(np.asarray(puzzle_ids[start:start + b], np.int64), K)).to(device)
-            gens = noise_generators(K, seed, start, device) if noise > 0 else None
+            gens = noise_generators(K, seed, start, device, first_member) if noise > 0 else None
             t0 = time.time()
             pred = model.predict(x, N_sup=N_sup, halt=halt, dtype=dtype, puzzle_ids=ids, noise=noise,
                                  noise_generators=gens)
@@ -138,6 +150,40 @@ def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_su
     cat = {key: np.concatenate(value, axis=1) for key, value in out.items()}
     return Members(cat["answers"], cat["halt_answers"], cat["logit"], cat["first_halt"], cat["steps"],
                    member_steps, wall)
+
+
+def run_rounds(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
+               device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None, halt: bool = False,
+               puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False, first_round: int = 0,
+               valid_fn=None) -> tuple[Members, np.ndarray]:
+    """run_members, with adaptive compute when 0 < first_round < K (see the module's docstring).
+    Returns the members and (N,) bool: the puzzles settled by the first round (all False without one)."""
+    inputs = np.asarray(inputs)
+    args = dict(N_sup=N_sup, batch_size=batch_size, device=device, dtype=dtype, halt=halt, seed=seed,
+                progress=progress)
+    if not 0 < first_round < K:
+        return (run_members(model, inputs, K, kind, sigma, transforms=transforms, puzzle_ids=puzzle_ids, **args),
+                np.zeros(len(inputs), bool))
+    k1 = first_round
+    head = run_members(model, inputs, k1, kind, sigma, transforms=None if transforms is None else transforms[:k1],
+                       puzzle_ids=puzzle_ids, **args)
+    settled = (head.answers == head.answers[:1]).all(axis=(0, 2))
+    if valid_fn is not None and len(inputs):
+        settled &= np.asarray(valid_fn(inputs, head.answers[0]), bool)
+    rest = np.flatnonzero(~settled)
+    tail = run_members(model, inputs[rest], K - k1, kind, sigma,
+                       transforms=None if transforms is None else transforms[k1:],
+                       puzzle_ids=None if puzzle_ids is None else np.asarray(puzzle_ids)[rest], first_member=k1, **args)
+
+    def whole(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        out = np.concatenate([first, first[np.arange(K - k1) % k1]])    # settled: the first round again
+        out[k1:, rest] = second
+        return out
+
+    members = Members(*(whole(getattr(head, f), getattr(tail, f)) for f in
+                        ("answers", "halt_answers", "logit", "first_halt", "steps")),
+                      member_steps=head.member_steps + tail.member_steps, wall_s=head.wall_s + tail.wall_s)
+    return members, settled
 
 
 def _best(score: np.ndarray, logit: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -208,31 +254,32 @@ def rules_for(valid_fn) -> tuple[str, ...]:
 def predict_ensemble(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
                      device: torch.device, dtype: torch.dtype, hooks=None, meta=None, valid_fn=None,
                      halt: bool = False, puzzle_ids: np.ndarray | None = None, seed: int = 0,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, first_round: int = 0) -> dict:
     """Members, then every applicable rule's choice: {"members": Members, "valid": (K, N) | None,
-    "rules": {rule: select(...)}, "member_steps", "wall_s"}."""
+    "rules": {rule: select(...)}, "member_steps", "wall_s", "settled": (N,) bool (first_round)}."""
     transforms = transforms_for(hooks, meta, kind, K, seed)
-    members = run_members(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, transforms, halt=halt,
-                          puzzle_ids=puzzle_ids, seed=seed, progress=progress)
+    members, settled = run_rounds(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, transforms,
+                                  halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress,
+                                  first_round=first_round, valid_fn=valid_fn)
     valid = member_validity(members, inputs, valid_fn)
     chosen = {rule: select(members, rule, valid) for rule in rules_for(valid_fn)}
     return {"members": members, "valid": valid, "rules": chosen, "member_steps": members.member_steps,
-            "wall_s": members.wall_s}
+            "wall_s": members.wall_s, "settled": settled}
 
 
 def evaluate_ensemble(model, inputs: np.ndarray, labels: np.ndarray, K: int, kind: str, sigma: float, select_rule: str,
                       N_sup: int, batch_size: int, device: torch.device, dtype: torch.dtype, hooks=None, meta=None,
                       valid_fn=None, halt: bool = False, puzzle_ids: np.ndarray | None = None, seed: int = 0,
-                      breakdowns: dict | None = None, progress: bool = False) -> dict:
+                      breakdowns: dict | None = None, progress: bool = False, first_round: int = 0) -> dict:
     """puzzle_metrics of the answers select_rule picks, plus "test_time": the settings, every applicable
     rule's exact/token accuracy (and validity), member-steps per puzzle and seconds in the model."""
     from metrics import puzzle_metrics
 
-    check_members(K, kind, sigma, select_rule)
+    check_members(K, kind, sigma, select_rule, first_round=first_round)
     if select_rule == "valid" and valid_fn is None:
         raise ValueError("select 'valid' needs a rule check; this puzzle type has none (use vote, halt or first)")
     out = predict_ensemble(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, hooks, meta, valid_fn,
-                           halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress)
+                           halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress, first_round=first_round)
     rules = {}
     for rule, chosen in out["rules"].items():
         m = puzzle_metrics(inputs, labels, chosen["answers"], valid_fn=valid_fn)
@@ -243,7 +290,8 @@ def evaluate_ensemble(model, inputs: np.ndarray, labels: np.ndarray, K: int, kin
     metrics = puzzle_metrics(inputs, labels, chosen["answers"], confidence, chosen["steps"], valid_fn, breakdowns)
     n = max(len(inputs), 1)
     metrics["test_time"] = {"members": K, "member_kind": kind, "sigma": sigma, "select": select_rule, "seed": seed,
-                            "halt": halt, "N_sup": N_sup, "rules": rules,
+                            "halt": halt, "N_sup": N_sup, "rules": rules, "first_round": first_round,
+                            "settled": float(out["settled"].mean()) if len(inputs) else 0.0,
                             "member_steps_per_puzzle": out["member_steps"] / n, "wall_s": out["wall_s"]}
     return metrics
 
@@ -252,7 +300,10 @@ def format_rules(test_time: dict) -> str:
     """The rules' accuracies as a small text table."""
     lines = [f"ensemble: {test_time['members']} {test_time['member_kind']} members"
              + (f", sigma {test_time['sigma']:g}" if test_time["member_kind"] != "symmetry" else "")
-             + f", {test_time['member_steps_per_puzzle']:.1f} member-steps per puzzle; chosen by {test_time['select']}",
+             + f", {test_time['member_steps_per_puzzle']:.1f} member-steps per puzzle"
+             + (f" ({100 * test_time['settled']:.0f}% settled by the first {test_time['first_round']})"
+                if test_time.get("first_round") else "")
+             + f"; chosen by {test_time['select']}",
              f"  {'rule':<7} {'exact':>7} {'token':>7} {'valid':>7} {'agree':>7}"]
     for rule, m in test_time["rules"].items():
         valid = f"{m['validity']:.4f}" if "validity" in m else "-"

@@ -147,6 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="vote (majority, ties to the halting logit) | halt (highest halting logit) | first "
                              "(first to halt) | valid (answers breaking the rules dropped, then vote)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the members' symmetries and noise")
+    parser.add_argument("--first-round", type=int, default=0,
+                        help="adaptive compute: members in a first round; a puzzle they all answer alike (and validly, "
+                             "where the puzzle has a rule check) gets no more members (0: off)")
     parser.add_argument("--batch-size", type=int, default=256, help="puzzles per batch")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
@@ -202,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
     if ensemble:
         metrics = evaluate_ensemble(model, inputs, labels, args.members, args.member_kind, args.sigma, args.select,
                                     steps, args.batch_size, device, dtype, hooks, split.meta, valid_fn, halt=args.halt,
-                                    puzzle_ids=ids, seed=args.seed, breakdowns=breakdowns, progress=progress)
+                                    puzzle_ids=ids, seed=args.seed, breakdowns=breakdowns, progress=progress,
+                                    first_round=args.first_round)
         pred = None
     else:
         pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, progress=progress,

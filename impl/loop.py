@@ -50,7 +50,7 @@ RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
                      "training.eval_stop_unchanged", "training.patience", "training.test_time", "training.test_time.members",
                      "training.test_time.member_kind", "training.test_time.sigma", "training.test_time.select",
-                     "training.test_time.seed",
+                     "training.test_time.seed", "training.test_time.first_round",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download", "data.maze.force_download")
 
@@ -419,7 +419,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         if tt["members"] > 1:  # the final test as an ensemble (impl/ensemble.py)
             return evaluate_ensemble(net, inputs, labels, tt["members"], tt["member_kind"], tt["sigma"], tt["select"],
                                      eval_N_sup, t_cfg["eval_batch_size"], device, dtype, data.hooks, data.test.meta,
-                                     valid_fn, puzzle_ids=ids, seed=tt["seed"])
+                                     valid_fn, puzzle_ids=ids, seed=tt["seed"], first_round=tt["first_round"])
         return evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
                         puzzle_ids=ids, breakdowns=groups)
 

@@ -59,7 +59,8 @@ def check_config(config: dict, source: str = "config") -> None:
         rundir.check_run_name(t["run_name"])
         TRMConfig(vocab_size=2, seq_len=1, **config["model"])
         tt = t["test_time"]
-        check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.")
+        check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.",
+                      tt["first_round"])
         puzzles.check_data_config(d)
         check_packages(t)
     except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"

@@ -128,6 +128,7 @@ RUN_CONFIG = {
             "sigma": 0.0,            # noise and both: scale of the Gaussian noise added to z at each supervision step
             "select": "vote",        # vote | halt (highest halting logit) | first (first to halt) | valid (rule-valid, then vote)
             "seed": 0,               # seed of the symmetries and the noise
+            "first_round": 0,        # adaptive: members in a first round; a puzzle they agree on (validly) gets no more (0: off)
         },
         "log_every": 50,             # write a log line every this many steps
         "tensorboard": False,        # also write TensorBoard event files in the run folder (pip install tensorboard)

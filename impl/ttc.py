@@ -30,7 +30,7 @@ from metrics import predict_all, puzzle_metrics
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
 COLUMNS = ["steps", "members", "kind", "sigma", "select", "exact_acc", "token_acc", "validity", "agreement",
-           "member_steps_per_puzzle", "flops_per_puzzle", "wall_ms_per_puzzle", "n", "baseline"]
+           "member_steps_per_puzzle", "flops_per_puzzle", "wall_ms_per_puzzle", "n", "baseline", "first_round", "settled"]
 
 
 def int_list(text: str) -> list[int]:
@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, default=0.1, help="latent noise scale of noise and both members")
     parser.add_argument("--halt", action="store_true", help="members freeze at their halting step (compute counted as run)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the symmetries and the noise")
+    parser.add_argument("--first-round", type=int, default=0,
+                        help="adaptive compute in every ensemble: members in a first round; a puzzle they all answer "
+                             "alike (and validly) gets no more (0: off)")
     parser.add_argument("--batch-size", type=int, default=256, help="rows (members x puzzles) per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
                 "select": rule, "exact_acc": m["exact_acc"], "token_acc": m["token_acc"], "validity": m.get("validity"),
                 "agreement": m.get("agreement", 1.0), "member_steps_per_puzzle": member_steps,
                 "flops_per_puzzle": member_steps * step_flops, "wall_ms_per_puzzle": 1000 * wall / n,
-                "n": len(inputs), "baseline": baseline}
+                "n": len(inputs), "baseline": baseline, "first_round": 0, "settled": 0.0}
 
     rows = []
     N_sup = model.config.N_sup
@@ -163,11 +166,13 @@ def run(args: argparse.Namespace) -> dict:
             for kind in kinds:
                 em = evaluate_ensemble(model, inputs, labels, K, kind, args.sigma, selects[0], steps, args.batch_size,
                                        device, dtype, hooks, split.meta, valid_fn, halt=args.halt, puzzle_ids=ids,
-                                       seed=args.seed, progress=progress)
+                                       seed=args.seed, progress=progress, first_round=args.first_round)
                 tt = em["test_time"]
                 for rule in selects:
-                    rows.append(row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"],
-                                    tt["wall_s"], baseline=False))
+                    rows.append({**row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"],
+                                       tt["wall_s"], baseline=False),
+                                 "first_round": tt["first_round"] if 0 < tt["first_round"] < K else 0,
+                                 "settled": tt["settled"]})
                 print(f"steps {steps:4d} members {K:2d} {kind:<8} " + "  ".join(
                     f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in selects))
 

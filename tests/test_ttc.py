@@ -147,6 +147,35 @@ def test_batched_members_equal_members_run_one_at_a_time():
         assert np.array_equal(batched.first_halt[k], alone.first_halt.numpy())
 
 
+def test_adaptive_first_round_spends_only_on_puzzles_its_members_disagree_on():
+    """first_round=2 of K=4 symmetry members: puzzles whose two first members agree (here: those
+    the model answers alike, reversed or not) get no more members; the others get members 2 and
+    3, the full ensemble's, so their vote is the full ensemble's vote. The compute counted is what ran."""
+    model = tiny_model(vocab_size=4, seq_len=3)                        # short answers: some views agree
+    inputs = random_tokens(np.random.default_rng(6), 40, 3, 4)
+    K, cpu = 4, torch.device("cpu")
+    same, flip = (lambda a: a), (lambda a: a[:, ::-1])                  # each its own inverse
+    transforms = [(same, same), (flip, flip), (flip, flip), (same, same)]
+    full = ensemble.run_members(model, inputs, K, "symmetry", 0.0, 3, 256, cpu, torch.float32, transforms)
+    members, settled = ensemble.run_rounds(model, inputs, K, "symmetry", 0.0, 3, 256, cpu, torch.float32, transforms,
+                                           first_round=2)
+    agree = (full.answers[0] == full.answers[1]).all(axis=1)
+    assert np.array_equal(settled, agree) and 0 < settled.sum() < len(inputs)       # both cases occur
+    rest = ~settled
+    assert np.array_equal(members.answers[:, rest], full.answers[:, rest])
+    assert np.array_equal(ensemble.select(members, "vote")["answers"][rest], ensemble.select(full, "vote")["answers"][rest])
+    assert (ensemble.select(members, "vote")["answers"][settled] == full.answers[0][settled]).all()
+    assert members.member_steps == 3 * (2 * len(inputs) + 2 * int(rest.sum()))
+    same, none = (ensemble.run_rounds(model, inputs, K, "symmetry", 0.0, 3, 256, cpu, torch.float32, transforms,
+                                      first_round=r)[0] for r in (K, 0))
+    assert np.array_equal(same.answers, full.answers) and same.member_steps == none.member_steps == full.member_steps
+    noise = ensemble.run_rounds(model, inputs, K, "noise", 0.0, 3, 256, cpu, torch.float32, first_round=1)
+    assert noise[1].all() and noise[0].member_steps == 3 * len(inputs)                 # sigma 0: one member decides
+    valid = lambda x, answers: np.zeros(len(x), bool)                                   # no answer obeys the rules
+    assert not ensemble.run_rounds(model, inputs, K, "noise", 0.0, 3, 256, cpu, torch.float32, first_round=1,
+                                   valid_fn=valid)[1].any()
+
+
 def test_halting_record_of_predict():
     model = tiny_model()
     x = torch.from_numpy(random_tokens(np.random.default_rng(4), 9, 16, 6).astype(np.int64))
@@ -337,3 +366,17 @@ def test_bad_ensemble_settings_are_named(tiny_run):
         train_trm.main(config, progress=False)
     with pytest.raises(SystemExit):
         ttc.parse_args(["--members", "0,2"])
+    config["training"]["test_time"].update(member_kind="symmetry", first_round=-1)
+    from train_cli import check_config
+    with pytest.raises(ConfigError, match="training.test_time.first_round: -1 must be >= 0"):
+        check_config(config)
+
+
+def test_evaluate_with_a_first_round_counts_what_ran(tiny_run, tmp_path):
+    out = evaluate.main(["--checkpoint", tiny_run["ckpt"], "--depth", "0", "--no-progress", "--out", str(tmp_path),
+                         "--members", "4", "--member-kind", "noise", "--sigma", "0", "--first-round", "2"])
+    tt = out["metrics"]["test_time"]
+    plain = evaluate.main(["--checkpoint", tiny_run["ckpt"], "--depth", "0", "--no-progress", "--out", str(tmp_path)])
+    # sigma 0: the members agree on every puzzle; Sudoku has a rule check, so the valid answers settle
+    assert tt["first_round"] == 2 and tt["settled"] == plain["metrics"]["validity"]
+    assert tt["member_steps_per_puzzle"] == pytest.approx(2 * 3 + (1 - tt["settled"]) * 2 * 3)
