@@ -282,16 +282,23 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", TRM), ("z_slots", TRM)])
-def test_checkpoint_of_each_arch_loads_in_the_evaluator_and_predicts(tmp_path, data_dir, name, cls):
+def test_checkpoint_of_each_arch_loads_in_the_evaluator_and_solver(tmp_path, data_dir, name, cls, capsys):
+    import evaluate
+    import solve
     config = run_config(tmp_path, data_dir, dict(VARIANTS[name]))
     check_config(config)
     train_trm.main(config, progress=False)
-    model, ckpt, weights = checkpoint.load_trained(tmp_path / "runs" / "run" / "best.pt", torch.device("cpu"))
+    best = tmp_path / "runs" / "run" / "best.pt"
+    model, ckpt, weights = checkpoint.load_trained(best, torch.device("cpu"))
     assert type(model) is cls and weights == "EMA"
     assert ckpt["model_config"]["arch"] == model.config.arch
     inputs = torch.randint(1, 6, (3, 16))
     pred = model.predict(inputs, N_sup=3, halt=True)
     assert pred.answers.shape == (3, 16) and ((pred.steps >= 1) & (pred.steps <= 3)).all()
+    result = evaluate.main(["--checkpoint", str(best), "--depth", "3", "--no-progress", "--out", str(tmp_path / "e")])
+    assert result["metrics"]["n"] == 16 and len(result["depth"]) == 3
+    assert solve.main(["--checkpoint", str(best), "--steps", "12.4...2....4..1"]) == 0
+    assert "answer" in capsys.readouterr().out.lower()
 
 
 def test_patience_stops_a_run_whose_validation_metric_is_flat(tmp_path, data_dir):
