@@ -15,6 +15,17 @@ from test_train import tiny_run_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def torchrun(config_path: Path) -> subprocess.CompletedProcess:
+    """train_trm.py in two CPU processes under torchrun, one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "impl" / "train_trm.py"), "--config", str(config_path), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_two_processes_match_one_process_with_the_combined_batch(tmp_path):
     steps = 6
     common = dict(max_steps=steps, eval_every=steps, log_every=1, dtype="float32")
@@ -24,13 +35,7 @@ def test_torchrun_two_processes_match_one_process_with_the_combined_batch(tmp_pa
 
     config_path = tmp_path / "two.json"
     config_path.write_text(json.dumps(two))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "impl" / "train_trm.py"), "--config", str(config_path), "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun(config_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout
     assert proc.stdout.count("done: step") == 1  # only rank 0 reports
@@ -59,6 +64,21 @@ def test_torchrun_two_processes_match_one_process_with_the_combined_batch(tmp_pa
     # same float noise (about 1%), not by swapped or stale slots (about 100%).
     ya, yb = a["slots"]["y"], b["slots"]["y"]                     # (L, global batch, D)
     assert ((ya - yb).norm(dim=(0, 2)) / ya.norm(dim=(0, 2))).max() < 0.05
+
+
+@pytest.mark.parametrize("arch", ["hrm", "transformer"])
+def test_torchrun_trains_the_comparison_archs(tmp_path, arch):
+    """Two processes on HRM (its Q-target pass and continue head) and the transformer: DDP runs
+    their steps, and rank 0 alone reports."""
+    config = tiny_run_config(tmp_path, batch_size=8, max_steps=3, eval_every=3, log_every=1, dtype="float32")
+    config["model"].update(arch=arch, **({"depth": 2} if arch == "transformer" else {}))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    proc = torchrun(config_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout and proc.stdout.count("done: step 3") == 1
+    saved = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert saved["model_config"]["arch"] == arch and saved["slots"]["inputs"].shape[0] == 16
 
 
 def test_compile_flag_still_trains(tmp_path):
