@@ -262,8 +262,18 @@ def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str) -> list[str]:
-    """study.png and depth.png; a one-line note instead when matplotlib is missing."""
+def setting_labels(summary: list[dict], keys: list[str]) -> list[str]:
+    """A short name per setting of a zip: its first key's value, then the keys that differ from the
+    first setting's ("trm", "trm separate_nets=true", "hrm n=2")."""
+    first = summary[0]
+    return [" ".join([str(r[keys[0]])] + [f"{k.split('.')[-1]}={json.dumps(r[k])}" for k in keys[1:] if r[k] != first[k]])
+            for r in summary]
+
+
+def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str, budget: dict,
+         zipped: bool = False) -> list[str]:
+    """study.png and depth.png; a one-line note instead when matplotlib is missing. zipped (a study
+    of zip settings only): one series over the settings, named by setting_labels."""
     try:
         import matplotlib
     except ImportError:
@@ -272,7 +282,14 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     notes = []
-    if keys:
+    kind, value = next(iter(budget.items()))
+    title = f"study {name}: {value} {'TFLOP of training' if kind == 'tflops' else kind} per run"
+    if keys and zipped:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.errorbar(setting_labels(summary, keys), [r["test_exact_mean"] for r in summary],
+                    yerr=[r["test_exact_std"] for r in summary], fmt="o", capsize=3)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    elif keys:
         x_key, others = keys[0], keys[1:]
         fig, ax = plt.subplots(figsize=(6, 4))
         lines = sorted({json.dumps([r[k] for k in others]) for r in summary})
@@ -282,9 +299,10 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
             ax.errorbar([str(r[x_key]) for r in mine], [r["test_exact_mean"] for r in mine],
                         yerr=[r["test_exact_std"] for r in mine], marker="o", capsize=3, label=label)
         ax.set_xlabel(x_key)
-        ax.set_ylabel("held-out exact accuracy (mean ± std over seeds)")
-        ax.set_title(name, fontsize=9)
         ax.legend(fontsize=8)
+    if keys:
+        ax.set_ylabel("held-out exact accuracy (mean ± std over seeds)")
+        ax.set_title(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "study.png", dpi=120)
         plt.close(fig)
@@ -323,7 +341,7 @@ def write_results(rows: list[dict], keys: list[str], study: dict, out: Path) -> 
     write_text_atomic(out / "summary.md", table)
     print("\n" + table)
     return [str(out / "results.csv"), str(out / "results.json"), str(out / "summary.md")] + \
-        plot(summary, rows, keys, out, study["name"])
+        plot(summary, rows, keys, out, study["name"], study["budget"], zipped=bool(study["zip"]) and not study["grid"])
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -83,11 +83,23 @@ def test_plots_or_a_clear_note(tmp_path):
     rows = [{"model.n": n, "seed": 0, "test_exact": 0.5, "test_token": 0.9, "test_validity": 0.6,
              "best_test_exact": 0.5, "steps": 4, "train_s": 1.0,
              "depth": [{"step": 1, "exact_acc": 0.4}, {"step": 2, "exact_acc": 0.5}]} for n in (1, 2)]
-    notes = study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], tmp_path, "tiny")
+    notes = study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], tmp_path, "tiny", {"steps": 4})
     if importlib.util.find_spec("matplotlib") is None:
         assert notes == [notes[0]] and "python -m pip install matplotlib" in notes[0]
     else:
         assert (tmp_path / "study.png").stat().st_size > 0 and (tmp_path / "depth.png").stat().st_size > 0
+        zipped = tmp_path / "zip"
+        zipped.mkdir()
+        study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], zipped, "tiny", {"steps": 4}, zipped=True)
+        assert (zipped / "study.png").stat().st_size > 0
+
+
+def test_zip_settings_are_named_by_what_differs_from_the_first():
+    summary = [{"model.arch": "trm", "model.n": 3, "model.single_z": False},
+               {"model.arch": "trm", "model.n": 3, "model.single_z": True},
+               {"model.arch": "hrm", "model.n": 2, "model.single_z": False}]
+    assert study.setting_labels(summary, ["model.arch", "model.n", "model.single_z"]) == \
+        ["trm", "trm single_z=true", "hrm n=2"]
 
 
 @pytest.mark.parametrize("change, message", [
