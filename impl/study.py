@@ -263,11 +263,12 @@ def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
 
 
 def setting_labels(summary: list[dict], keys: list[str]) -> list[str]:
-    """A short name per setting of a zip: its first key's value, then the keys that differ from the
-    first setting's ("trm", "trm separate_nets=true", "hrm n=2")."""
-    first = summary[0]
-    return [" ".join([str(r[keys[0]])] + [f"{k.split('.')[-1]}={json.dumps(r[k])}" for k in keys[1:] if r[k] != first[k]])
-            for r in summary]
+    """A short name per setting of a zip: its first key's value, then the other keys whose value
+    is not the most common one ("trm", "trm separate_nets=true", "hrm n=2")."""
+    usual = {k: max((json.dumps(r[k]) for r in summary), key=[json.dumps(r[k]) for r in summary].count)
+             for k in keys[1:]}
+    return [" ".join([str(r[keys[0]])] + [f"{k.split('.')[-1]}={json.dumps(r[k])}" for k in keys[1:]
+                                          if json.dumps(r[k]) != usual[k]]) for r in summary]
 
 
 def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str, budget: dict,
@@ -288,7 +289,7 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.errorbar(setting_labels(summary, keys), [r["test_exact_mean"] for r in summary],
                     yerr=[r["test_exact_std"] for r in summary], fmt="o", capsize=3)
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
     elif keys:
         x_key, others = keys[0], keys[1:]
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -301,7 +302,7 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
         ax.set_xlabel(x_key)
         ax.legend(fontsize=8)
     if keys:
-        ax.set_ylabel("held-out exact accuracy (mean ± std over seeds)")
+        ax.set_ylabel("held-out exact (mean ± std over seeds)")
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "study.png", dpi=120)

@@ -94,12 +94,12 @@ def test_plots_or_a_clear_note(tmp_path):
         assert (zipped / "study.png").stat().st_size > 0
 
 
-def test_zip_settings_are_named_by_what_differs_from_the_first():
-    summary = [{"model.arch": "trm", "model.n": 3, "model.single_z": False},
-               {"model.arch": "trm", "model.n": 3, "model.single_z": True},
-               {"model.arch": "hrm", "model.n": 2, "model.single_z": False}]
+def test_zip_settings_are_named_by_what_differs_from_the_usual():
+    summary = [{"model.arch": "hrm", "model.n": 2, "model.single_z": False},
+               {"model.arch": "trm", "model.n": 3, "model.single_z": False},
+               {"model.arch": "trm", "model.n": 3, "model.single_z": True}]
     assert study.setting_labels(summary, ["model.arch", "model.n", "model.single_z"]) == \
-        ["trm", "trm single_z=true", "hrm n=2"]
+        ["hrm n=2", "trm", "trm single_z=true"]
 
 
 @pytest.mark.parametrize("change, message", [
