@@ -232,11 +232,13 @@ METRICS = ("test_exact", "test_token", "test_validity", "best_test_exact", "step
 
 
 def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
-    """Mean and sample standard deviation over seeds of each metric, per setting of keys."""
+    """Mean and sample standard deviation over seeds of each metric, per setting of keys, in the
+    order the settings first appear in rows (the study file's order)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(json.dumps([r[k] for k in keys]), []).append(r)
     out = []
-    for setting, group in itertools.groupby(sorted(rows, key=lambda r: json.dumps([r[k] for k in keys])),
-                                            key=lambda r: json.dumps([r[k] for k in keys])):
-        group = list(group)
+    for setting, group in groups.items():
         row = {**dict(zip(keys, json.loads(setting))), "seeds": len(group)}
         for metric in METRICS:
             values = [r[metric] for r in group if r.get(metric) is not None]
