@@ -182,8 +182,7 @@ class MixedHooks(puzzles.Hooks):
         self.seq_len = meta.seq_len
         self.own = [puzzles.hooks_for(s.meta) for s in self.sources]
         self.augment = self._augment if any(h is not None and h.augment for h in self.own) else None
-        self.validity = "the rules of each row's puzzle"
-        self.parse = self.format = self.reference = self.problem = None
+        self.validity = "the rules of each row's puzzle"  # parse, format, symmetries, report: none (this module has none)
 
     def _by_source(self, inputs: np.ndarray):
         """(rows, k) for each source k that has rows among inputs."""
@@ -216,19 +215,9 @@ class MixedHooks(puzzles.Hooks):
             return out
         return valid
 
-    def symmetries(self, meta, k, rng):
-        return None
-
     def groups(self, inputs: np.ndarray) -> dict:
         """The evaluation's per-source breakdown: each row's source name."""
         return {"by_source": np.array([s.name for s in self.sources])[row_sources(self.sources, inputs)]}
 
     def breakdowns(self, split: pd.PuzzleSplit) -> dict:
         return self.groups(np.asarray(split.inputs))
-
-    def report(self, split, pred, out_dir):
-        return None
-
-
-def make_hooks(meta: pd.Metadata) -> MixedHooks:
-    return MixedHooks(meta)

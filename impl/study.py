@@ -249,11 +249,16 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
     return out
 
 
-def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
+def budget_text(budget: dict) -> str:
+    """'6 TFLOP of training', '2 minutes', '100 steps'."""
     kind, value = next(iter(budget.items()))
+    return f"{value} {'TFLOP of training' if kind == 'tflops' else kind}"
+
+
+def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
     head = [k.split(".")[-1] for k in keys] + ["seeds", "test exact", "best.pt test exact", "token", "steps",
                                                 "train s"]
-    lines = [f"Budget per run: {value} {'TFLOP of training' if kind == 'tflops' else kind}; mean ± std over seeds.",
+    lines = [f"Budget per run: {budget_text(budget)}; mean ± std over seeds.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary:
         cells = [json.dumps(r[k]) for k in keys] + [str(r["seeds"])]
@@ -285,8 +290,7 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     notes = []
-    kind, value = next(iter(budget.items()))
-    title = f"study {name}: {value} {'TFLOP of training' if kind == 'tflops' else kind} per run"
+    title = f"study {name}: {budget_text(budget)} per run"
     if keys and zipped:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.errorbar(setting_labels(summary, keys), [r["test_exact_mean"] for r in summary],
