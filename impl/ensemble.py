@@ -97,7 +97,6 @@ def noise_generators(K: int, seed: int, start: int, device: torch.device, first:
     return gens
 
 
-@torch.no_grad()
 def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None, halt: bool = False,
                 puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False,
@@ -106,14 +105,36 @@ def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_su
     pass. transforms: K (forward, inverse) pairs (kind symmetry or both); sigma: the latent noise
     (kind noise or both; ignored for symmetry); first_member: the index of the first member (its
     noise stream). Restores train/eval mode."""
+    return _run(model, inputs, K, kind, sigma, [N_sup], batch_size, device, dtype, transforms, halt, puzzle_ids,
+                seed, progress, first_member, snapshots=False)[N_sup]
+
+
+def run_members_at(model, inputs: np.ndarray, K: int, kind: str, sigma: float, steps: list[int], batch_size: int,
+                   device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None,
+                   puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False) -> dict[int, Members]:
+    """{s: the members after s supervision steps} for every s in steps, from one run of max(steps)
+    steps (no halting): each equals run_members with N_sup=s, since a step's answer does not depend
+    on the steps after it. Wall time is shared out by steps (every step costs the same)."""
+    return _run(model, inputs, K, kind, sigma, sorted(set(steps)), batch_size, device, dtype, transforms, False,
+                puzzle_ids, seed, progress, 0, snapshots=True)
+
+
+@torch.no_grad()
+def _run(model, inputs: np.ndarray, K: int, kind: str, sigma: float, at: list[int], batch_size: int,
+         device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None, halt: bool,
+         puzzle_ids: np.ndarray | None, seed: int, progress: bool, first_member: int,
+         snapshots: bool) -> dict[int, Members]:
+    """The members after each number of steps in at (snapshots: one run of max(at) steps that keeps
+    every step; else at == [N_sup], one plain run)."""
     if kind in ("symmetry", "both") and transforms is None:
         raise ValueError(f"member kind {kind!r} needs the puzzle's transforms")
     noise = sigma if kind in ("noise", "both") else 0.0
     inputs = np.asarray(inputs)
     N, S = inputs.shape
     per_batch = max(1, batch_size // K)                                 # puzzles per forward pass
-    out = {key: [] for key in ("answers", "halt_answers", "logit", "first_halt", "steps")}
-    member_steps, wall = 0, 0.0
+    fields = ("answers", "halt_answers", "logit", "first_halt", "steps")
+    out = {s: {key: [] for key in fields} for s in at}
+    member_steps, wall = {s: 0 for s in at}, 0.0
     was_training = model.training
     model.eval()
     try:
@@ -127,29 +148,45 @@ def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_su
                 ids = torch.from_numpy(np.tile(np.asarray(puzzle_ids[start:start + b], np.int64), K)).to(device)
             gens = noise_generators(K, seed, start, device, first_member) if noise > 0 else None
             t0 = time.time()
-            pred = model.predict(x, N_sup=N_sup, halt=halt, dtype=dtype, puzzle_ids=ids, noise=noise,
-                                 noise_generators=gens)
-            answers = pred.answers.cpu().numpy().reshape(K, b, S)
-            halt_answers = pred.halt_answers.cpu().numpy().reshape(K, b, S)
+            pred = model.predict(x, N_sup=max(at), halt=halt, dtype=dtype, puzzle_ids=ids, noise=noise,
+                                 noise_generators=gens, keep_steps=snapshots)
+            if snapshots:
+                per_step = pred.per_step.cpu().numpy()                                # (max(at), K*b, S)
+                per_logit = pred.per_step_logit.cpu().numpy()                         # (max(at), K*b)
+            else:
+                final = {"answers": pred.answers.cpu().numpy(), "halt_answers": pred.halt_answers.cpu().numpy(),
+                         "logit": pred.logit.float().cpu().numpy(), "first_halt": pred.first_halt.cpu().numpy(),
+                         "steps": pred.steps.cpu().numpy()}
             wall += time.time() - t0
-            steps = pred.steps.cpu().numpy().reshape(K, b)
-            member_steps += K * b * int(steps.max())                       # the batch runs until its last member stops
-            if transforms is not None:
-                answers = np.stack([transforms[k][1](answers[k]) for k in range(K)])
-                halt_answers = np.stack([transforms[k][1](halt_answers[k]) for k in range(K)])
-            out["answers"].append(answers)
-            out["halt_answers"].append(halt_answers)
-            out["logit"].append(pred.logit.float().cpu().numpy().reshape(K, b))
-            out["first_halt"].append(pred.first_halt.cpu().numpy().reshape(K, b))
-            out["steps"].append(steps)
+            for s in at:
+                got = _snapshot(per_step, per_logit, s) if snapshots else final
+                got = {key: value.reshape((K, b) + value.shape[1:]) for key, value in got.items()}
+                member_steps[s] += K * b * int(got["steps"].max())            # the batch runs until its last member stops
+                if transforms is not None:
+                    for key in ("answers", "halt_answers"):
+                        got[key] = np.stack([transforms[k][1](got[key][k]) for k in range(K)])
+                for key in fields:
+                    out[s][key].append(got[key])
     finally:
         model.train(was_training)
     if N == 0:
         empty = np.zeros((K, 0, S), inputs.dtype)
-        return Members(empty, empty, np.zeros((K, 0)), np.zeros((K, 0), np.int64), np.zeros((K, 0), np.int64), 0, 0.0)
-    cat = {key: np.concatenate(value, axis=1) for key, value in out.items()}
-    return Members(cat["answers"], cat["halt_answers"], cat["logit"], cat["first_halt"], cat["steps"],
-                   member_steps, wall)
+        none = np.zeros((K, 0), np.int64)
+        return {s: Members(empty, empty, np.zeros((K, 0)), none, none, 0, 0.0) for s in at}
+    return {s: Members(*(np.concatenate(out[s][key], axis=1) for key in fields), member_steps=member_steps[s],
+                       wall_s=wall * s / max(at)) for s in at}
+
+
+def _snapshot(per_step: np.ndarray, per_logit: np.ndarray, s: int) -> dict:
+    """What predict without halting returns after s steps, read off the answers (steps, B, S) and
+    halting logits (steps, B) of every step."""
+    halted = per_logit[:s] > 0                                                    # (s, B)
+    first = np.where(halted.any(axis=0), halted.argmax(axis=0) + 1, 0)          # first step with logit > 0
+    rows = np.arange(per_step.shape[1])
+    answers = per_step[s - 1]
+    halt_answers = np.where((first > 0)[:, None], per_step[np.maximum(first - 1, 0), rows], answers)
+    return {"answers": answers, "halt_answers": halt_answers, "logit": per_logit[s - 1],
+            "first_halt": first, "steps": np.full(len(rows), s, np.int64)}
 
 
 def run_rounds(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
@@ -261,10 +298,28 @@ def predict_ensemble(model, inputs: np.ndarray, K: int, kind: str, sigma: float,
     members, settled = run_rounds(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, transforms,
                                   halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress,
                                   first_round=first_round, valid_fn=valid_fn)
+    return choose(members, inputs, valid_fn, settled)
+
+
+def choose(members: Members, inputs: np.ndarray, valid_fn=None, settled: np.ndarray | None = None) -> dict:
+    """Every applicable rule's choice among members (predict_ensemble's dict)."""
     valid = member_validity(members, inputs, valid_fn)
     chosen = {rule: select(members, rule, valid) for rule in rules_for(valid_fn)}
+    settled = np.zeros(len(inputs), bool) if settled is None else settled
     return {"members": members, "valid": valid, "rules": chosen, "member_steps": members.member_steps,
             "wall_s": members.wall_s, "settled": settled}
+
+
+def rule_scores(out: dict, inputs: np.ndarray, labels: np.ndarray, valid_fn=None) -> dict:
+    """{rule: exact/token accuracy, validity and agreement} of choose()'s choices."""
+    from metrics import puzzle_metrics
+
+    rules = {}
+    for rule, chosen in out["rules"].items():
+        m = puzzle_metrics(inputs, labels, chosen["answers"], valid_fn=valid_fn)
+        rules[rule] = {key: m[key] for key in ("exact_acc", "token_acc", "validity") if key in m}
+        rules[rule]["agreement"] = float(chosen["agreement"].mean()) if len(inputs) else 0.0
+    return rules
 
 
 def evaluate_ensemble(model, inputs: np.ndarray, labels: np.ndarray, K: int, kind: str, sigma: float, select_rule: str,
@@ -280,20 +335,22 @@ def evaluate_ensemble(model, inputs: np.ndarray, labels: np.ndarray, K: int, kin
         raise ValueError("select 'valid' needs a rule check; this puzzle type has none (use vote, halt or first)")
     out = predict_ensemble(model, inputs, K, kind, sigma, N_sup, batch_size, device, dtype, hooks, meta, valid_fn,
                            halt=halt, puzzle_ids=puzzle_ids, seed=seed, progress=progress, first_round=first_round)
-    rules = {}
-    for rule, chosen in out["rules"].items():
-        m = puzzle_metrics(inputs, labels, chosen["answers"], valid_fn=valid_fn)
-        rules[rule] = {key: m[key] for key in ("exact_acc", "token_acc", "validity") if key in m}
-        rules[rule]["agreement"] = float(chosen["agreement"].mean()) if len(inputs) else 0.0
     chosen = out["rules"][select_rule]
     confidence = 1.0 / (1.0 + np.exp(-chosen["logit"].astype(np.float64)))
     metrics = puzzle_metrics(inputs, labels, chosen["answers"], confidence, chosen["steps"], valid_fn, breakdowns)
-    n = max(len(inputs), 1)
-    metrics["test_time"] = {"members": K, "member_kind": kind, "sigma": sigma, "select": select_rule, "seed": seed,
-                            "halt": halt, "N_sup": N_sup, "rules": rules, "first_round": first_round,
-                            "settled": float(out["settled"].mean()) if len(inputs) else 0.0,
-                            "member_steps_per_puzzle": out["member_steps"] / n, "wall_s": out["wall_s"]}
+    metrics["test_time"] = test_time_record(out, inputs, labels, valid_fn, K, kind, sigma, select_rule, seed, halt,
+                                            N_sup, first_round)
     return metrics
+
+
+def test_time_record(out: dict, inputs: np.ndarray, labels: np.ndarray, valid_fn, K: int, kind: str, sigma: float,
+                     select_rule: str, seed: int, halt: bool, N_sup: int, first_round: int = 0) -> dict:
+    """The "test_time" record of an ensemble: its settings, every rule's scores, the compute it used."""
+    n = max(len(inputs), 1)
+    return {"members": K, "member_kind": kind, "sigma": sigma, "select": select_rule, "seed": seed,
+            "halt": halt, "N_sup": N_sup, "rules": rule_scores(out, inputs, labels, valid_fn),
+            "first_round": first_round, "settled": float(out["settled"].mean()) if len(inputs) else 0.0,
+            "member_steps_per_puzzle": out["member_steps"] / n, "wall_s": out["wall_s"]}
 
 
 def format_rules(test_time: dict) -> str:

@@ -345,6 +345,7 @@ class Prediction:
     confidence: torch.Tensor        # (B,) sigmoid of the halting logit at the final step
     per_step: torch.Tensor | None   # (K, B, seq_len) answers after every step, when asked for
     per_step_confidence: torch.Tensor | None  # (K, B)
+    per_step_logit: torch.Tensor | None = None  # (K, B) halting logit after every step, when asked for
     logit: torch.Tensor | None = None         # (B,) halting logit at the final step
     first_halt: torch.Tensor | None = None    # (B,) first step whose halting logit is > 0 (0: none)
     halt_answers: torch.Tensor | None = None  # (B, seq_len) the answer at that step (no halt: the final answer)
@@ -575,7 +576,7 @@ class TRM(nn.Module):
         logit = torch.zeros(B, device=device)
         first_halt = torch.zeros(B, dtype=torch.long, device=device)
         halt_answers = torch.zeros_like(inputs)
-        history, history_conf = [], []
+        history, history_conf, history_logit = [], [], []
         # A frozen puzzle's answer can no longer change: later steps run on the live puzzles alone.
         compact = (halt or stop_unchanged > 0) and not keep_steps and noise == 0
         for step in range(1, steps_max + 1):
@@ -606,6 +607,7 @@ class TRM(nn.Module):
             if keep_steps:
                 history.append(current)
                 history_conf.append(prob)
+                history_logit.append(q_logit.float())
             if halt:
                 done = done | (q_logit > 0)
             if stop_unchanged:
@@ -616,6 +618,7 @@ class TRM(nn.Module):
             answers=answers, steps=steps, confidence=confidence,
             per_step=torch.stack(history) if keep_steps else None,
             per_step_confidence=torch.stack(history_conf) if keep_steps else None,
+            per_step_logit=torch.stack(history_logit) if keep_steps else None,
             logit=logit, first_halt=first_halt,
             halt_answers=torch.where((first_halt > 0)[:, None], halt_answers, answers),
         )

@@ -7,7 +7,9 @@ rule on one checkpoint, with the plain answer at the model's N_sup steps as the 
 
 For each setting the K members of every puzzle run as one batch (impl/ensemble.py); every selection
 rule is scored on the same members, so one run gives a row per rule. K = 1 is the plain answer
-(one deterministic trajectory) at that many steps. Compute per puzzle is counted two ways: model
+(one deterministic trajectory) at that many steps. Without --halt or --first-round, each ensemble
+runs once, for the most steps asked, and the fewer step counts are read off that run (a step's
+answer does not depend on later steps; its wall time is its share of the steps). Compute per puzzle is counted two ways: model
 FLOPs (member-steps x the forward FLOPs of one supervision step of one example, impl/flops.py) and
 wall time in the model. Writes ttc_<split>.csv, ttc_<split>.json and, when matplotlib is installed,
 ttc_<split>.png (held-out exact accuracy against FLOPs and against wall time per puzzle) to the
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 from checkpoint import write_atomic, write_text_atomic
-from ensemble import KINDS, RULES, evaluate_ensemble, transforms_for
+from ensemble import KINDS, RULES, choose, evaluate_ensemble, run_members_at, test_time_record, transforms_for
 from errors import ConfigError, run_cli
 from eval_data import load_for_eval
 from flops import model_flops
@@ -151,30 +153,53 @@ def run(args: argparse.Namespace) -> dict:
 
     rows = []
     N_sup = model.config.N_sup
-    for steps in sorted(set(args.steps) | {N_sup}):                      # the plain answer at N_sup: the baseline
-        t0 = time.time()
-        pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, puzzle_ids=ids)
-        wall = time.time() - t0
-        m = puzzle_metrics(inputs, labels, pred["answers"], valid_fn=valid_fn)
-        used = float(pred["steps"].mean()) if args.halt else float(steps)
+    all_steps = sorted(set(args.steps) | {N_sup})                         # the plain answer at N_sup: the baseline
+    ensembles = [(K, kind) for K in args.members if K > 1 for kind in kinds]
+    one_run = not args.halt and args.first_round == 0                     # every step count read off one run
+
+    def plain_row(steps: int, answers, used: float, wall: float) -> None:
+        m = puzzle_metrics(inputs, labels, answers, valid_fn=valid_fn)
         rows.append(row(steps, 1, "plain", "-", m, used, wall, baseline=steps == N_sup))
         print(f"steps {steps:4d} members  1 plain            exact {m['exact_acc']:.4f}"
               + ("   <- baseline (N_sup)" if steps == N_sup else ""))
-        if steps not in args.steps:
-            continue
-        for K in (k for k in args.members if k > 1):
-            for kind in kinds:
+
+    def ensemble_rows(steps: int, K: int, kind: str, tt: dict) -> None:
+        for rule in selects:
+            rows.append({**row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"], tt["wall_s"],
+                               baseline=False),
+                         "first_round": tt["first_round"] if 0 < tt["first_round"] < K else 0,
+                         "settled": tt["settled"]})
+        print(f"steps {steps:4d} members {K:2d} {kind:<8} " + "  ".join(
+            f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in selects))
+
+    if one_run:
+        plain = run_members_at(model, inputs, 1, "noise", 0.0, all_steps, args.batch_size, device, dtype,
+                               puzzle_ids=ids, progress=progress)
+        for steps in all_steps:
+            plain_row(steps, plain[steps].answers[0], float(steps), plain[steps].wall_s)
+        for K, kind in ensembles:
+            at = run_members_at(model, inputs, K, kind, args.sigma, args.steps, args.batch_size, device, dtype,
+                                transforms_for(hooks, split.meta, kind, K, args.seed), puzzle_ids=ids,
+                                seed=args.seed, progress=progress)
+            for steps in sorted(at):
+                out = choose(at[steps], inputs, valid_fn)
+                ensemble_rows(steps, K, kind, test_time_record(out, inputs, labels, valid_fn, K, kind, args.sigma,
+                                                               selects[0], args.seed, False, steps))
+    else:
+        for steps in all_steps:
+            t0 = time.time()
+            pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, puzzle_ids=ids)
+            plain_row(steps, pred["answers"], float(pred["steps"].mean()) if args.halt else float(steps),
+                      time.time() - t0)
+            if steps not in args.steps:
+                continue
+            for K, kind in ensembles:
                 em = evaluate_ensemble(model, inputs, labels, K, kind, args.sigma, selects[0], steps, args.batch_size,
                                        device, dtype, hooks, split.meta, valid_fn, halt=args.halt, puzzle_ids=ids,
                                        seed=args.seed, progress=progress, first_round=args.first_round)
-                tt = em["test_time"]
-                for rule in selects:
-                    rows.append({**row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"],
-                                       tt["wall_s"], baseline=False),
-                                 "first_round": tt["first_round"] if 0 < tt["first_round"] < K else 0,
-                                 "settled": tt["settled"]})
-                print(f"steps {steps:4d} members {K:2d} {kind:<8} " + "  ".join(
-                    f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in selects))
+                ensemble_rows(steps, K, kind, em["test_time"])
+    order = {kind: i for i, kind in enumerate(["plain"] + kinds)}
+    rows.sort(key=lambda r: (r["steps"], r["members"], order[r["kind"]]))  # stable: the rules keep their order
 
     stem = f"ttc_{args.split}"
     json_path, csv_path, png = out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"{stem}.png"

@@ -147,6 +147,26 @@ def test_batched_members_equal_members_run_one_at_a_time():
         assert np.array_equal(batched.first_halt[k], alone.first_halt.numpy())
 
 
+@pytest.mark.parametrize("kind", ["symmetry", "noise", "both"])
+def test_members_read_off_one_long_run_equal_shorter_runs_bit_for_bit(kind):
+    model = tiny_model()
+    hooks, meta = puzzles.Hooks("sudoku", data_sudoku), SimpleNamespace(seq_len=16)
+    inputs = random_tokens(np.random.default_rng(4), 9, 16, 6)
+    K, sigma, seed = 3, 0.5, 2
+    transforms = None if kind == "noise" else ensemble.transforms_for(hooks, meta, kind, K, seed)
+    cpu = torch.device("cpu")
+    at = ensemble.run_members_at(model, inputs, K, kind, sigma, [5, 1, 3], 12, cpu, torch.float32, transforms,
+                                 seed=seed)
+    assert sorted(at) == [1, 3, 5]
+    for steps, got in at.items():
+        alone = ensemble.run_members(model, inputs, K, kind, sigma, steps, 12, cpu, torch.float32, transforms, seed=seed)
+        for field in ("answers", "halt_answers", "logit", "first_halt", "steps"):
+            assert np.array_equal(getattr(got, field), getattr(alone, field)), (steps, field)
+        assert got.member_steps == alone.member_steps == K * len(inputs) * steps
+    assert at[1].wall_s == pytest.approx(at[5].wall_s / 5)                       # wall time shared out by steps
+    assert (at[5].first_halt > 0).any() and (at[5].first_halt > 1).any()         # the halting record is exercised
+
+
 def test_adaptive_first_round_spends_only_on_puzzles_its_members_disagree_on():
     """first_round=2 of K=4 symmetry members: puzzles whose two first members agree (here: those
     the model answers alike, reversed or not) get no more members; the others get members 2 and
@@ -356,6 +376,17 @@ def test_the_sweep_writes_its_table_and_files(tiny_run, tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows)
     assert len(json.loads((out / "ttc_test.json").read_text())["rows"]) == len(rows)
     assert (out / "ttc_test.png").exists() == any(f.name.endswith(".png") for f in result["files"])
+
+
+def test_the_sweep_read_off_one_run_equals_a_run_per_step_count(tiny_run, tmp_path):
+    common = ["--checkpoint", tiny_run["ckpt"], "--steps", "1,2,3", "--members", "1,3", "--kinds", "symmetry,both",
+              "--sigma", "0.3", "--limit", "8", "--no-progress"]
+    one = ttc.main(common + ["--out", str(tmp_path / "one")])["rows"]
+    each = ttc.main(common + ["--out", str(tmp_path / "each"), "--first-round", "99"])["rows"]  # >= K: no first round
+    keys = ("steps", "members", "kind", "select", "exact_acc", "token_acc", "validity", "agreement",
+            "member_steps_per_puzzle", "flops_per_puzzle")
+    assert [tuple(r[k] for k in keys) for r in one] == [tuple(r[k] for k in keys) for r in each]
+    assert {r["steps"] for r in one} == {1, 2, 3} and {r["kind"] for r in one} == {"plain", "symmetry", "both"}
 
 
 def test_bad_ensemble_settings_are_named(tiny_run):
