@@ -35,7 +35,7 @@ import sudoku_gen
 from sudoku_gen import make_generated_split, split_supply_problem
 from sudoku_hf import load_csv, load_hf
 from sudoku_rules import BLANK, SIZES, apply_symmetry, augment, canonical_key, format_grid, format_marked, \
-    invert_symmetry, parse_puzzle, random_symmetry, valid_grids, vocab_size
+    invert_symmetry, parse_puzzle, random_symmetry, split_key, valid_grids, vocab_size
 from sudoku_solver import solve
 
 PUZZLE = "sudoku"  # the name in dataset.json and in data.puzzle
@@ -154,6 +154,10 @@ def check_data_config(cfg: dict) -> None:
         max_rating = _cfg(cfg, "max_rating")
         if max_rating != -1 and max_rating < _cfg(cfg, "min_rating"):
             raise ValueError(f"data.max_rating: {max_rating} must be -1 (no maximum) or >= data.min_rating ({cfg['min_rating']})")
+        if cfg.get("held_out_from"):
+            _held_out_labels(cfg["held_out_from"])
+    elif cfg.get("held_out_from"):
+        raise ValueError(f"data.held_out_from: only for data.source 'generated', not {source!r}")
     if source == "csv":
         if not _cfg(cfg, "csv_test"):
             raise ValueError("data.csv_test: a CSV file is needed with data.source 'csv' "
@@ -188,6 +192,25 @@ def _files_key(*paths: str) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:8]
 
 
+def _held_out_labels(folder: str) -> Path:
+    """The training labels of the dataset folder named by data.held_out_from (checked to exist)."""
+    labels = Path(folder) / "train" / "all__labels.npy"
+    if not labels.is_file():
+        raise errors.ConfigError(
+            f"data.held_out_from: {folder!r} holds no training split ({labels} not found); give the folder of a "
+            f"built dataset, e.g. data/sudoku6_tr3000_va200_te500_g14-20_r0-any_s0 (python impl/train_trm.py makes it)")
+    return labels
+
+
+def held_out_keys(folder: str, size: int) -> set[bytes]:
+    """Split keys of the training grids of a dataset folder (data.held_out_from), for a grid size."""
+    labels = np.load(_held_out_labels(folder))
+    if labels.ndim != 2 or labels.shape[1] != size * size:
+        raise errors.ConfigError(f"data.held_out_from: {folder!r} holds puzzles of {labels.shape[-1]} cells, "
+                                 f"not {size}x{size}")
+    return {split_key(row, size) for row in labels}
+
+
 def dataset_path(cfg: dict) -> Path:
     """The folder in data.data_dir that holds the dataset a data section describes."""
     source = data_source(cfg)
@@ -197,8 +220,9 @@ def dataset_path(cfg: dict) -> Path:
         lo, hi = cfg["givens"]
         top = "any" if cfg["max_rating"] < 0 else str(cfg["max_rating"])
         val = f"_va{cfg['n_val']}" if cfg["n_val"] else ""
+        held = f"_ho{_files_key(str(_held_out_labels(cfg['held_out_from'])))}" if cfg.get("held_out_from") else ""
         name = (f"sudoku{cfg['grid_size']}_tr{cfg['n_train']}{val}_te{cfg['n_test']}_g{lo}-{hi}"
-                f"_r{cfg['min_rating']}-{top}_s{cfg['seed']}")
+                f"_r{cfg['min_rating']}-{top}_s{cfg['seed']}{held}")
     elif source == "csv":
         val = f"_va{cfg['val_subset']}" if cfg["val_subset"] else ""
         skip = "_skipbad" if cfg["skip_bad_rows"] else ""
@@ -223,14 +247,18 @@ def _arrays(cfg: dict, progress: bool) -> tuple[dict, str]:
         return arrays, f"builtin sample 9x9, {n} puzzles; test = train (a sanity set, not held-out)"
     if source == "generated":
         size, (lo, hi) = cfg["grid_size"], cfg["givens"]
+        held = cfg.get("held_out_from", "")
         arrays = make_generated_split(size, cfg["n_train"], cfg["n_test"], (lo, hi), cfg["min_rating"],
-                                      cfg["max_rating"], cfg["seed"], n_val=cfg["n_val"], progress=progress)
+                                      cfg["max_rating"], cfg["seed"], n_val=cfg["n_val"], progress=progress,
+                                      exclude=held_out_keys(held, size) if held else frozenset())
         rating = ""
         if cfg["min_rating"] > 0 or cfg["max_rating"] != -1:
             top = "any" if cfg["max_rating"] == -1 else cfg["max_rating"]
             rating = f", rating {cfg['min_rating']}-{top}"
         val = f" / {cfg['n_val']} val" if cfg["n_val"] else ""
-        return arrays, f"generated {size}x{size}, {cfg['n_train']} train{val} / {cfg['n_test']} test, {lo}-{hi} givens{rating}"
+        held = f", no grid of {held}'s training split" if held else ""
+        return arrays, (f"generated {size}x{size}, {cfg['n_train']} train{val} / {cfg['n_test']} test, {lo}-{hi} "
+                        f"givens{rating}{held}")
     if source == "csv":
         arrays = load_csv(cfg["csv_train"], cfg["csv_test"], train_subset=cfg["train_subset"],
                           test_subset=cfg["test_subset"], min_rating=cfg["min_rating"], seed=cfg["seed"],

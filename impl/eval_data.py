@@ -3,6 +3,7 @@ file's merged over it), the split and its first `limit` examples, checked agains
 model was trained on. Shared by the evaluation commands (evaluate.py, ttc.py)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,12 +17,20 @@ from errors import ConfigError, DataError
 from puzzle_dataset import PuzzleSplit
 
 
+# Data keys newer than some checkpoints, with the value that does what those checkpoints did, so
+# that an override file may set them over an older checkpoint's data section.
+LATER_DATA_KEYS = {"held_out_from": ""}
+
+
 def data_section(ckpt: dict, data_config: str | None) -> tuple[dict, str]:
     """The checkpoint's data section, or it with a run-override file's data section merged over."""
     if not data_config:
         return ckpt["config"]["data"], "the checkpoint's data config"
+    base = copy.deepcopy(ckpt["config"])
+    for key, value in LATER_DATA_KEYS.items():
+        base["data"].setdefault(key, value)
     try:
-        merged = load_config(data_config, base=ckpt["config"])
+        merged = load_config(data_config, base=base)
         puzzles.check_data_config(merged["data"])
     except ValueError as e:
         raise ConfigError(f"{data_config}: {e}" if str(data_config) not in str(e) else str(e)) from None

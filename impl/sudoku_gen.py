@@ -290,9 +290,11 @@ def make_generated_split(
     n_val: int = 0,
     workers: int = 0,
     progress: bool = True,
+    exclude: set[bytes] | frozenset = frozenset(),
 ) -> dict[str, np.ndarray]:
     """Generated splits (train, test and, with n_val, val) that share no solution grid up to
-    equivalence (split_key). Returns {split}_inputs, {split}_labels, {split}_ratings per split.
+    equivalence (split_key), nor any with the split keys in exclude (e.g. another dataset's training
+    grids). Returns {split}_inputs, {split}_labels, {split}_ratings per split.
 
     A grid class seen first goes to the first split in SPLIT_ORDER that has none yet; after that to
     a split drawn with probability proportional to its size among those not full; later puzzles of
@@ -336,7 +338,7 @@ def make_generated_split(
             for puz, sol, rating, key in zip(inputs, labels, ratings, keys):
                 generated += 1
                 puz_bytes = puz.tobytes()
-                if puz_bytes in seen_puzzles:
+                if puz_bytes in seen_puzzles or key in exclude:
                     continue
                 if key not in key_split:
                     key_split[key] = new_class_split(split_rng.random())
@@ -352,7 +354,8 @@ def make_generated_split(
         counts = ", ".join(f"{len(got[split])} of {want[split]} {split}" for split in want)
         raise errors.DataError(
             f"make_generated_split: found {counts} distinct {size}x{size} puzzles with {lo}-{hi} givens "
-            f"(splits from different grid classes; {len(key_split)} classes seen) after {generated} tries; "
+            f"(splits from different grid classes; {len(key_split)} classes seen"
+            + (f", {len(exclude)} excluded" if exclude else "") + f") after {generated} tries; "
             f"lower n_train / n_test or widen givens"
         )
     n_cells = size * size

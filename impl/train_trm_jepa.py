@@ -86,6 +86,7 @@ RUN_CONFIG = {
         "givens": [14, 20],          # generated: range of givens per puzzle
         "min_rating": 0,             # solver guesses (generated) or CSV rating (hf) at least this
         "max_rating": -1,            # generated: solver guesses at most this (-1: no limit)
+        "held_out_from": "",         # generated: a dataset folder whose training grids no puzzle here shares (up to symmetry)
         "repo_id": "sapientinc/sudoku-extreme",  # hf: dataset repo in the sudoku-extreme CSV layout
         "splits": ["train", "test"],  # hf: CSV files read as the train and test split
         "csv_train": "",             # csv: a local CSV in the sudoku-extreme layout (source,question,answer,rating) for training ("": csv_test, evaluation only)

@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-round", type=int, default=0,
                         help="adaptive compute in every ensemble: members in a first round; a puzzle they all answer "
                              "alike (and validly) gets no more (0: off)")
+    parser.add_argument("--max-member-steps", type=int, default=0,
+                        help="skip settings of more than this many member-steps per puzzle (members x steps; "
+                             "0: none), e.g. 1024 = 64x the plain 16-step answer")
     parser.add_argument("--batch-size", type=int, default=256, help="rows (members x puzzles) per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
@@ -81,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit < 0:
         parser.error(f"--limit: {args.limit} must be >= 0")
+    if args.max_member_steps < 0:
+        parser.error(f"--max-member-steps: {args.max_member_steps} must be >= 0 (0: no limit)")
     if args.batch_size < 1:
         parser.error(f"--batch-size: {args.batch_size} must be >= 1")
     if not args.sigma >= 0:
@@ -89,28 +94,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> str:
-    """Exact accuracy against FLOPs and wall time per puzzle; a line per (kind, rule), the baseline a star."""
+    """Exact accuracy against FLOPs per puzzle, a panel per member kind: a colour per rule, a line per
+    number of steps (members growing along it), the plain answer over steps in black, the baseline a
+    star; the top axis gives the wall time per puzzle at the rate measured in this sweep."""
     try:
         import matplotlib
     except ImportError:
         return f"plot skipped: matplotlib is not installed (python -m pip install matplotlib for {path.name})"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = sorted({(r["kind"], r["select"]) for r in rows if not r["baseline"]})
-    for ax, key, label in ((axes[0], "flops_per_puzzle", "model FLOPs per puzzle"),
-                           (axes[1], "wall_ms_per_puzzle", "wall time per puzzle (ms)")):
-        for kind, rule in series:
-            points = sorted((r[key], r["exact_acc"]) for r in rows if (r["kind"], r["select"]) == (kind, rule))
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", markersize=3, label=f"{kind}, {rule}")
+    from matplotlib.ticker import NullFormatter
+    kinds = list(dict.fromkeys(r["kind"] for r in rows if r["kind"] != "plain")) or ["plain"]
+    rules = list(dict.fromkeys(r["select"] for r in rows if r["kind"] != "plain"))
+    steps_all = sorted({r["steps"] for r in rows})
+    markers = dict(zip(steps_all, "os^DvP*X"))
+    timed = [r for r in rows if r["flops_per_puzzle"] > 0 and r["wall_ms_per_puzzle"] > 0]
+    ms_per_flop = sum(r["wall_ms_per_puzzle"] for r in timed) / max(sum(r["flops_per_puzzle"] for r in timed), 1)
+    plain = sorted((r["flops_per_puzzle"], r["exact_acc"]) for r in rows if r["kind"] == "plain")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        ax.plot([p[0] for p in plain], [p[1] for p in plain], "k.-", label="plain (1 member)")
         for r in rows:
             if r["baseline"]:
-                ax.plot([r[key]], [r["exact_acc"]], "k*", markersize=12, label=f"plain, {r['steps']} steps")
+                ax.plot([r["flops_per_puzzle"]], [r["exact_acc"]], "k*", markersize=12,
+                        label=f"plain, {r['steps']} steps")
+        for i, rule in enumerate(rules):
+            for steps in steps_all:
+                points = sorted((r["flops_per_puzzle"], r["exact_acc"]) for r in rows
+                                if r["kind"] == kind and r["select"] == rule and r["steps"] == steps)
+                if points:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[steps], color=f"C{i}",
+                            markersize=4, label=f"{rule}, {steps} steps")
         ax.set_xscale("log")
-        ax.set_xlabel(label)
+        ax.set_xlabel("model FLOPs per puzzle")
         ax.set_ylabel("exact accuracy")
-        ax.set_ylim(-0.02, 1.02)
-    axes[0].legend(fontsize=7)
+        ax.set_title(f"{kind} members", fontsize=9)
+        if ms_per_flop > 0:
+            top = ax.secondary_xaxis("top", functions=(lambda f: f * ms_per_flop, lambda ms: ms / ms_per_flop))
+            top.set_xlabel("wall time per puzzle (ms, this machine)", fontsize=8)
+            top.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -157,6 +182,9 @@ def run(args: argparse.Namespace) -> dict:
     ensembles = [(K, kind) for K in args.members if K > 1 for kind in kinds]
     one_run = not args.halt and args.first_round == 0                     # every step count read off one run
 
+    def affordable(K: int, steps: int) -> bool:
+        return not args.max_member_steps or K * steps <= args.max_member_steps
+
     def plain_row(steps: int, answers, used: float, wall: float) -> None:
         m = puzzle_metrics(inputs, labels, answers, valid_fn=valid_fn)
         rows.append(row(steps, 1, "plain", "-", m, used, wall, baseline=steps == N_sup))
@@ -178,7 +206,10 @@ def run(args: argparse.Namespace) -> dict:
         for steps in all_steps:
             plain_row(steps, plain[steps].answers[0], float(steps), plain[steps].wall_s)
         for K, kind in ensembles:
-            at = run_members_at(model, inputs, K, kind, args.sigma, args.steps, args.batch_size, device, dtype,
+            steps_K = [steps for steps in args.steps if affordable(K, steps)]
+            if not steps_K:
+                continue
+            at = run_members_at(model, inputs, K, kind, args.sigma, steps_K, args.batch_size, device, dtype,
                                 transforms_for(hooks, split.meta, kind, K, args.seed), puzzle_ids=ids,
                                 seed=args.seed, progress=progress)
             for steps in sorted(at):
@@ -193,7 +224,7 @@ def run(args: argparse.Namespace) -> dict:
                       time.time() - t0)
             if steps not in args.steps:
                 continue
-            for K, kind in ensembles:
+            for K, kind in (e for e in ensembles if affordable(e[0], steps)):
                 em = evaluate_ensemble(model, inputs, labels, K, kind, args.sigma, selects[0], steps, args.batch_size,
                                        device, dtype, hooks, split.meta, valid_fn, halt=args.halt, puzzle_ids=ids,
                                        seed=args.seed, progress=progress, first_round=args.first_round)

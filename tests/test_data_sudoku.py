@@ -830,6 +830,24 @@ def test_build_dataset_generated_and_builtin(tmp_path):
     assert "not held-out" in description
 
 
+def test_a_harder_set_held_out_from_another_datasets_training_grids(tmp_path):
+    first, _ = ds.build_dataset(base_cfg(tmp_path, grid_size=6, n_train=200, n_test=20, givens=[14, 20]), progress=False)
+    train_keys = {rules.split_key(g, 6) for g in np.asarray(pd.read_split(first, "train").labels)}
+    harder = base_cfg(tmp_path, grid_size=6, n_train=1, n_test=100, givens=[9, 11], seed=1, held_out_from=str(first))
+    path, description = ds.build_dataset(harder, progress=False)
+    assert path.name.startswith("sudoku6_tr1_te100_g9-11_r0-any_s1_ho") and f"no grid of {first}" in description
+    test = pd.read_split(path, "test")
+    assert test.n_examples == 100 and not {rules.split_key(g, 6) for g in np.asarray(test.labels)} & train_keys
+    unrestricted = gen.make_generated_split(6, 1, 100, (9, 11), 0, -1, 1, workers=1, progress=False)
+    assert {rules.split_key(g, 6) for g in unrestricted["test_labels"]} & train_keys  # without it they would meet
+    with pytest.raises(errors.ConfigError, match=r"data.held_out_from: '.*nowhere' holds no training split"):
+        ds.build_dataset(base_cfg(tmp_path, held_out_from=str(tmp_path / "nowhere")), progress=False)
+    with pytest.raises(errors.ConfigError, match="holds puzzles of 36 cells, not 4x4"):
+        ds.build_dataset(base_cfg(tmp_path, held_out_from=str(first)), progress=False)
+    with pytest.raises(ValueError, match="data.held_out_from: only for data.source 'generated', not 'csv'"):
+        ds.check_data_config(base_cfg(tmp_path, source="csv", csv_test="x.csv", csv_train="", held_out_from=str(first)))
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

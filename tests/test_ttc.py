@@ -20,7 +20,7 @@ import sudoku_gen
 import sudoku_rules
 import train_trm
 import ttc
-from errors import DataError
+from errors import ConfigError, DataError
 from train_trm import RUN_CONFIG
 from trm import TRM, TRMConfig
 
@@ -304,6 +304,22 @@ def test_a_local_csv_by_path_loads_with_the_hf_row_checks(tmp_path):
     assert "train = test" in alone.description and alone.train.n_examples == alone.test.n_examples
 
 
+def test_an_override_may_set_a_data_key_newer_than_the_checkpoint(tmp_path):
+    import eval_data
+    old = copy.deepcopy(RUN_CONFIG)
+    del old["data"]["held_out_from"]                                         # a checkpoint written before the key
+    override = tmp_path / "hard.json"
+    override.write_text(json.dumps({"data": {"grid_size": 6, "held_out_from": str(tmp_path / "model_data")}}))
+    with pytest.raises(ConfigError, match="data.held_out_from: .*model_data' holds no training split"):
+        eval_data.data_section({"config": old}, str(override))
+    override.write_text(json.dumps({"data": {"grid_size": 6, "givens": [9, 11]}}))
+    data, _ = eval_data.data_section({"config": old}, str(override))
+    assert data["held_out_from"] == "" and data["givens"] == [9, 11]
+    override.write_text(json.dumps({"data": {"held_out_frm": "x"}}))
+    with pytest.raises(ConfigError, match="unknown key 'data.held_out_frm'"):
+        eval_data.data_section({"config": old}, str(override))
+
+
 def test_a_bad_row_in_a_local_csv_names_the_file_and_line(tmp_path):
     rows = sample_rows()[:3]
     q, a = rows[1][1], rows[1][2]
@@ -392,7 +408,6 @@ def test_the_sweep_read_off_one_run_equals_a_run_per_step_count(tiny_run, tmp_pa
 def test_bad_ensemble_settings_are_named(tiny_run):
     config = copy.deepcopy(tiny_run["config"])
     config["training"]["test_time"]["member_kind"] = "mirror"
-    from errors import ConfigError
     with pytest.raises(ConfigError, match="training.test_time.member_kind: 'mirror' is not one of symmetry"):
         train_trm.main(config, progress=False)
     with pytest.raises(SystemExit):
