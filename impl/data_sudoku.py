@@ -5,7 +5,8 @@ Sudoku (augmentation, the validity check, breakdowns, parsing and printing; see 
 Sources (data.source):
 * ``builtin``: ten 9x9 puzzles embedded below, for smoke tests without any download (test = train).
 * ``generated``: random puzzles with exactly one solution (sudoku_gen.py), 4x4, 6x6 or 9x9, whose
-  splits share no solution grid up to symmetry (sudoku_rules.split_key).
+  splits share no solution grid up to symmetry (sudoku_rules.split_key), nor, with
+  data.held_out_from, with another dataset folder's training split (a harder set for a trained model).
 * ``hf``: the CSV files of ``sapientinc/sudoku-extreme``, or any dataset repo with the same
   ``source,question,answer,rating`` layout (sudoku_hf.py).
 * ``csv``: local CSV files in that layout, by path (data.csv_train, data.csv_test), with the same
@@ -154,8 +155,6 @@ def check_data_config(cfg: dict) -> None:
         max_rating = _cfg(cfg, "max_rating")
         if max_rating != -1 and max_rating < _cfg(cfg, "min_rating"):
             raise ValueError(f"data.max_rating: {max_rating} must be -1 (no maximum) or >= data.min_rating ({cfg['min_rating']})")
-        if cfg.get("held_out_from"):
-            _held_out_labels(cfg["held_out_from"])
     elif cfg.get("held_out_from"):
         raise ValueError(f"data.held_out_from: only for data.source 'generated', not {source!r}")
     if source == "csv":

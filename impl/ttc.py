@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
     timed = [r for r in rows if r["flops_per_puzzle"] > 0 and r["wall_ms_per_puzzle"] > 0]
     ms_per_flop = sum(r["wall_ms_per_puzzle"] for r in timed) / max(sum(r["flops_per_puzzle"] for r in timed), 1)
     plain = sorted((r["flops_per_puzzle"], r["exact_acc"]) for r in rows if r["kind"] == "plain")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 4.4), squeeze=False)
+    styles = dict(zip(rules, ("-", "--", ":", "-.")))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds) + 2.2, 4.4), squeeze=False, sharey=True)
     for ax, kind in zip(axes[0], kinds):
         ax.plot([p[0] for p in plain], [p[1] for p in plain], "k.-", label="plain (1 member)")
         for r in rows:
@@ -124,10 +126,9 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
                                 if r["kind"] == kind and r["select"] == rule and r["steps"] == steps)
                 if points:
                     ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[steps], color=f"C{i}",
-                            markersize=4, label=f"{rule}, {steps} steps")
+                            linestyle=styles[rule], markersize=4, label=f"{rule}, {steps} steps")
         ax.set_xscale("log")
         ax.set_xlabel("model FLOPs per puzzle")
-        ax.set_ylabel("exact accuracy")
         ax.set_title(f"{kind} members", fontsize=9)
         if ms_per_flop > 0:
             top = ax.secondary_xaxis("top", functions=(lambda f: f * ms_per_flop, lambda ms: ms / ms_per_flop))
@@ -135,9 +136,11 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
             top.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6, ncol=2)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("exact accuracy")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="center right")
+    fig.suptitle(textwrap.fill(title, 160), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return f"plot: {path}"
