@@ -3,7 +3,7 @@ rule on one checkpoint, with the plain answer at the model's N_sup steps as the 
 
     python impl/ttc.py --checkpoint runs/x/best.pt                       # small default sweep (CPU)
     python impl/ttc.py --checkpoint runs/x/best.pt --steps 16,32,64,128 --members 1,4,16,64 \\
-        --kinds symmetry,noise,both --sigma 0.1 --limit 0                 # the full sweep (a GPU)
+        --kinds symmetry,noise,both --sigma 0.3 --limit 0                 # the full sweep (a GPU)
 
 For each setting the K members of every puzzle run as one batch (impl/ensemble.py); every selection
 rule is scored on the same members, so one run gives a row per rule. K = 1 is the plain answer
