@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-round", type=int, default=0,
                         help="adaptive compute: members in a first round; a puzzle they all answer alike (and validly, "
                              "where the puzzle has a rule check) gets no more members (0: off)")
-    parser.add_argument("--batch-size", type=int, default=256, help="puzzles per batch")
+    parser.add_argument("--batch-size", type=int, default=32, help="puzzles per batch (small keeps a CPU in cache; 1024+ on a GPU)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     parser.add_argument("--out", help="folder for the output files (default: the checkpoint's folder)")

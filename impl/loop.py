@@ -48,7 +48,7 @@ from trm import Carry, TRMConfig, count_parameters, trm_loss
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
                      "training.log_every", "training.eval_batch_size", "training.eval_N_sup", "training.eval_limit",
-                     "training.eval_stop_unchanged", "training.patience", "training.test_time", "training.test_time.members",
+                     "training.eval_stop_unchanged", "training.patience", "training.stop_exact", "training.test_time", "training.test_time.members",
                      "training.test_time.member_kind", "training.test_time.sigma", "training.test_time.select",
                      "training.test_time.seed", "training.test_time.first_round",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
@@ -513,7 +513,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                 log({"kind": "train", **record})
             window = dict.fromkeys(WINDOW_KEYS, 0)
 
-        patience_out = False
+        patience_out = solved_out = False
         if step % t_cfg["eval_every"] == 0 or boundary:
             state = checkpoint_state()  # collective: all processes take part
             if d.is_main:
@@ -538,8 +538,10 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                     save_checkpoint(best_path, state)
                 save_checkpoint(last_path, state)
             patience_out = t_cfg["patience"] > 0 and stale_evals >= t_cfg["patience"]
+            solved_out = 0 < t_cfg["stop_exact"] <= metrics.get("exact_acc", -1.0) and step < t_cfg["max_steps"]
             if d.enabled:  # rank 0 alone evaluated: every process stops with it
-                patience_out = bool(distributed.mean(torch.tensor(float(patience_out)), d) > 0)
+                flags = distributed.mean(torch.tensor([float(patience_out), float(solved_out)]), d)
+                patience_out, solved_out = bool(flags[0] > 0), bool(flags[1] > 0)
         elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
             state = checkpoint_state()
             if d.is_main:
@@ -557,6 +559,12 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
                    f"accuracy (training.patience {t_cfg['patience']}); best.pt is from step {best_step}")
             if d.is_main:
                 log({"kind": "early_stop", "step": step, "best_step": best_step, "patience": t_cfg["patience"]})
+            break
+        if solved_out:
+            print0(f"early stop at step {step}: {select_name} exact accuracy {best_exact:.4f} >= training.stop_exact "
+                   f"{t_cfg['stop_exact']:g} (0: off)")
+            if d.is_main:
+                log({"kind": "early_stop", "step": step, "best_step": best_step, "stop_exact": t_cfg["stop_exact"]})
             break
     bar.close()
     result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}

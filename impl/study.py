@@ -134,6 +134,7 @@ def plan(study: dict, out: Path) -> list[dict]:
         for key, value in setting.items():
             set_dotted(override, key, value)
         t = override.setdefault("training", {})
+        t.setdefault("stop_exact", 0.0)  # runs of a study train to the same budget, solved or not
         if budget_kind == "minutes":
             t.update(time_limit_min=float(budget), max_steps=UNBOUNDED)
         elif budget_kind == "steps":

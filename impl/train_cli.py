@@ -49,6 +49,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.eval_limit", t["eval_limit"] >= 0, "must be >= 0 (0: all)"),
         ("training.eval_stop_unchanged", t["eval_stop_unchanged"] >= 0, "must be >= 0 (0: off)"),
         ("training.patience", t["patience"] >= 0, "must be >= 0 (0: off)"),
+        ("training.stop_exact", 0.0 <= t["stop_exact"] <= 1.0, "must be in [0, 1] (0: off)"),
         ("training.loss", t["loss"] in LOSSES, f"must be one of {', '.join(LOSSES)}"),
         ("training.optimizer", t["optimizer"] in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
         ("training.dtype", t["dtype"] in DTYPES, f"must be one of {', '.join(DTYPES)}"),

@@ -151,11 +151,12 @@ RUN_CONFIG = {
         "ema_decay": 0.999,          # EMA decay (paper: 0.999), warmed up as min(decay, (1+t)/(10+t))
         "eval_every": 100,           # held-out evaluation every this many steps (and at the end)
         "ckpt_every": 0,             # also save last.pt every this many steps (0: at evaluations only)
-        "eval_batch_size": 256,      # puzzles per evaluation batch
+        "eval_batch_size": 32,       # puzzles per evaluation batch (small keeps a CPU in cache; 1024+ on a GPU)
         "eval_N_sup": 0,             # supervision steps at evaluation (0: model N_sup)
         "eval_limit": 0,             # evaluations during training read at most this many puzzles (0: all); the final test reads all
         "eval_stop_unchanged": 2,    # evaluations during training stop a puzzle once its answer is unchanged this many steps (0: off)
         "patience": 0,               # stop after this many evaluations without a better exact accuracy, keeping best.pt (0: off)
+        "stop_exact": 1.0,           # stop once the validation exact accuracy reaches this, keeping best.pt (0: off)
         "test_time": {               # the final test evaluation as a test-time ensemble (impl/ensemble.py)
             "members": 1,            # K members per puzzle (1: off, the plain answer)
             "member_kind": "symmetry",  # symmetry (the puzzle's symmetries, mapped back) | noise (latent noise) | both

@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-member-steps", type=int, default=0,
                         help="skip settings of more than this many member-steps per puzzle (members x steps; "
                              "0: none), e.g. 1024 = 64x the plain 16-step answer")
-    parser.add_argument("--batch-size", type=int, default=256, help="rows (members x puzzles) per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows (members x puzzles) per forward pass (small keeps a CPU in cache; 1024+ on a GPU)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     parser.add_argument("--out", help="folder for the output files (default: the checkpoint's folder)")

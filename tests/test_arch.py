@@ -316,9 +316,42 @@ def test_patience_stops_a_run_whose_validation_metric_is_flat(tmp_path, data_dir
     assert checkpoint.load_checkpoint(tmp_path / "runs" / "run" / "best.pt")["step"] == 3
 
 
+@pytest.mark.parametrize("stop_exact", [1.0, 0.0])
+def test_stop_exact_ends_a_run_at_the_first_evaluation_that_reaches_it(tmp_path, data_dir, monkeypatch, stop_exact):
+    """The evaluations report validation exact 0.5, 1.0, 1.0, ...: with stop_exact 1.0 the run stops
+    at the second evaluation (step 4 of 20), with best.pt and last.pt from that step; with 0 (off)
+    it trains all 20 steps."""
+    import loop
+    real, calls = loop.evaluate, []
+
+    def scripted(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        calls.append(1)
+        return {**metrics, "exact_acc": 0.5 if len(calls) == 1 else 1.0}
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    config = run_config(tmp_path, data_dir, {}, max_steps=20, eval_every=2, stop_exact=stop_exact)
+    config["data"]["n_val"] = 16
+    check_config(config)
+    result = train_trm.main(config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "runs" / "run" / "log.jsonl").read_text().splitlines()]
+    stops = [r for r in log if r["kind"] == "early_stop"]
+    if stop_exact:
+        assert result["step"] == 4 and result["best_step"] == 4
+        assert stops == [{"kind": "early_stop", "step": 4, "best_step": 4, "stop_exact": 1.0}]
+        assert [r["step"] for r in log if r["kind"] == "test"] == [4, 4]
+        for name in ("best.pt", "last.pt"):
+            assert checkpoint.load_checkpoint(tmp_path / "runs" / "run" / name)["step"] == 4
+    else:
+        assert result["step"] == 20 and not stops
+
+
 def test_patience_and_arch_config_errors_name_the_key(tmp_path, data_dir):
     config = run_config(tmp_path, data_dir, {}, patience=-1)
     with pytest.raises(ConfigError, match="training.patience"):
+        check_config(config)
+    config = run_config(tmp_path, data_dir, {}, stop_exact=1.5)
+    with pytest.raises(ConfigError, match="training.stop_exact"):
         check_config(config)
     config = run_config(tmp_path, data_dir, {"arch": "hrm", "single_z": True})
     with pytest.raises(ConfigError, match="model.single_z"):

@@ -77,6 +77,8 @@ def test_a_flops_budget_gives_fewer_steps_to_a_costlier_model(tmp_path):
     steps = [r["config"]["training"]["max_steps"] for r in runs]
     assert steps[0] > steps[1] and abs(steps[0] * cheap["step_flops"] - steps[1] * costly["step_flops"]) \
         <= costly["step_flops"]                                                  # equal compute, to a step
+    # every run trains to its budget: the default stop on a solved validation split is off in a study
+    assert all(r["config"]["training"]["stop_exact"] == 0 for r in runs)
 
 
 def test_plots_or_a_clear_note(tmp_path):
