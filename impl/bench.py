@@ -2,6 +2,7 @@
 
     python impl/bench.py                                   # 9x9, D=128 and 256, mlp_t and attention, fp32 and bf16
     python impl/bench.py --hidden 256 --variants mlp_t --dtypes bfloat16 --json bench.json
+    python impl/bench.py --dtypes bfloat16 --setups eager,compile,compile+fused,compile:reduce-overhead,compile/model
 
 For each configuration it times training steps (forward through T cycles, backward through the
 last, AdamW step: one supervision step) and inference (puzzles per second at --infer-steps
@@ -9,7 +10,8 @@ supervision steps), after warm-up, as the median over --repeats. Model FLOPs are
 shapes (matrix products only, see model_flops) and divided by the measured time; the machine's
 peak is measured in the same run with a large matrix product of the same dtype, so the model
 FLOP utilisation (MFU) compares like with like. Puzzles are random tokens: speed does not depend
-on their content.
+on their content. --setups compares ways to run the same step (compile mode and scope, the AdamW
+implementation), each case in a fresh process; a setup that fails is reported and the rest go on.
 """
 from __future__ import annotations
 
@@ -57,13 +59,22 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
+ADAM = {"default": {}, "loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.device, repeats: int,
-              steps_per_repeat: int, infer_steps: int, compile_net: bool) -> dict:
+              steps_per_repeat: int, infer_steps: int, compile_net: bool, compile_mode: str = "default",
+              compile_scope: str = "net", adam: str = "default") -> dict:
+    """compile_scope "net" compiles the tiny network f (training.compile), "model" the whole
+    supervision step's forward (the official code compiles its whole model); compile_mode
+    "reduce-overhead" replays the compiled graphs as CUDA graphs. adam: torch's choice of AdamW
+    implementation (default), a per-parameter loop, foreach, or fused kernels."""
     torch.manual_seed(0)
     model = TRM(cfg).to(device)
     if compile_net:
-        model.net.compile()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        (model.net if compile_scope == "net" else model).compile(mode=None if compile_mode == "default" else compile_mode)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **ADAM[adam])
     inputs = torch.randint(1, cfg.vocab_size, (batch, cfg.seq_len), device=device)
     labels = torch.randint(2, cfg.vocab_size, (batch, cfg.seq_len), device=device)
     carry = model.initial_carry(batch, device, dtype)
@@ -71,6 +82,8 @@ def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.devi
         torch.cuda.reset_peak_memory_stats()
 
     def train_step(carry):
+        if compile_mode in ("reduce-overhead", "max-autotune") and compile_net:
+            torch.compiler.cudagraph_mark_step_begin()  # the replayed graphs' outputs are reused
         carry, logits, q = model(inputs, carry)
         trm_loss(logits, q, labels).loss.backward()
         opt.step()
@@ -114,27 +127,60 @@ def bench_one(cfg: TRMConfig, batch: int, dtype: torch.dtype, device: torch.devi
     }
 
 
-HEADER = (f"{'variant':<9} {'D':>4} {'dtype':<8} {'step ms':>8} {'sup st/s':>8} {'puz*st/s':>8} "
+def setup_name(r: dict) -> str:
+    """eager, compile, or compile:<mode>/<scope>, with +<adam> where AdamW is not torch's default."""
+    name = "eager"
+    if r["compile"]:
+        extra = [x for x in (r["compile_mode"] if r["compile_mode"] != "default" else "",
+                             "model" if r["compile_scope"] == "model" else "") if x]
+        name = "compile" + (":" + "/".join(extra) if extra else "")
+    return name + ("" if r["adam"] == "default" else f"+{r['adam']}")
+
+
+HEADER = (f"{'setup':<16} {'variant':<9} {'D':>4} {'dtype':<8} {'step ms':>8} {'sup st/s':>8} {'puz*st/s':>8} "
           f"{'TFLOP/s':>7} {'MFU':>5} {'infer puz/s':>11} {'GFLOP/st':>8} {'peak MB':>8} {'warmup s':>8}")
 
 
 def format_row(r: dict) -> str:
-    return (f"{r['variant']:<9} {r['hidden']:>4} {r['dtype']:<8} {r['train_step_ms']:>8.1f} "
+    return (f"{r['setup']:<16} {r['variant']:<9} {r['hidden']:>4} {r['dtype']:<8} {r['train_step_ms']:>8.1f} "
             f"{r['sup_steps_per_s']:>8.2f} {r['puzzle_steps_per_s']:>8.1f} {r['train_tflops']:>7.3f} "
             f"{r['mfu']:>5.0%} {r['infer_puzzles_per_s']:>11.1f} {r['gflop_per_step']:>8.1f} "
             f"{r['peak_mem_mb']:>8.0f} {r['warmup_s']:>8.1f}")
 
 
-def run_case(args: argparse.Namespace, variant: str, hidden: int, dtype_name: str, device: torch.device) -> dict:
+def parse_setup(text: str) -> dict:
+    """A --setups entry, as the table's setup column writes it: eager or compile[:<mode>][/model],
+    then +<adam> (e.g. compile:reduce-overhead+fused, compile/model)."""
+    body, _, adam = text.partition("+")
+    head, _, rest = body.partition(":")
+    mode, _, scope = rest.partition("/") if rest else ("", "", "")
+    if head == "compile/model":
+        head, scope = "compile", "model"
+    setup = {"compile": head == "compile", "compile_mode": mode or "default",
+             "compile_scope": scope or "net", "adam": adam or "default"}
+    ok = (head in ("eager", "compile") and setup["compile_mode"] in COMPILE_MODES
+          and setup["compile_scope"] in ("net", "model") and setup["adam"] in ADAM
+          and (setup["compile"] or (not rest and scope == "")))
+    if not ok:
+        raise ValueError(f"--setups: {text!r} is not a setup: eager or compile[:<mode>][/model], then "
+                         f"+<adam>; modes {', '.join(COMPILE_MODES)}; adam {', '.join(ADAM)}")
+    return setup
+
+
+def run_case(args: argparse.Namespace, device: torch.device, variant: str, hidden: int, dtype_name: str,
+             setup: str | None = None) -> dict:
+    if setup is not None:
+        args = argparse.Namespace(**{**vars(args), **parse_setup(setup)})
     cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
                     num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
                     mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope",
                     n_prefix=args.prefix, width_multiple=args.width_multiple)
     row = bench_one(cfg, args.batch, getattr(torch, dtype_name), device, args.repeats, args.steps_per_repeat,
-                    args.infer_steps, args.compile)
-    row.update(variant=variant, hidden=hidden, dtype=dtype_name, batch=args.batch, grid=args.grid,
+                    args.infer_steps, args.compile, args.compile_mode, args.compile_scope, args.adam)
+    row.update(setup=setup or setup_name({"compile": args.compile, "compile_mode": args.compile_mode,
+                                          "compile_scope": args.compile_scope, "adam": args.adam}), variant=variant, hidden=hidden, dtype=dtype_name, batch=args.batch, grid=args.grid,
                T=args.T, n=args.n, prefix=args.prefix, width_multiple=args.width_multiple, compile=args.compile,
-               device=str(device))
+               compile_mode=args.compile_mode, compile_scope=args.compile_scope, adam=args.adam, device=str(device))
     return row
 
 
@@ -144,7 +190,8 @@ def run_isolated(argv: list[str], case: tuple) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--one", json.dumps(case)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        sys.exit(f"error: bench of {case} failed:\n{out.stderr[-2000:]}")
+        lines = out.stderr.strip().splitlines() or ["(no message)"]
+        return {"error": lines[-1][:300]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -165,7 +212,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps-per-repeat", type=int, default=3, help="training steps per timed repeat")
     p.add_argument("--infer-steps", type=int, default=16, help="supervision steps per inference call")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the tiny network")
+    p.add_argument("--compile", action="store_true", help="torch.compile the tiny network (or --compile-scope)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                   help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    p.add_argument("--compile-scope", default="net", choices=("net", "model"),
+                   help="compile the tiny network f (as training.compile) or the whole model forward")
+    p.add_argument("--adam", default="default", choices=list(ADAM), help="AdamW implementation")
+    p.add_argument("--setups", default="", help="comma-separated setups to compare, each a fresh process, "
+                   "e.g. eager,compile,compile+fused,compile:reduce-overhead,compile/model (overrides the four above)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print its row as JSON
@@ -174,23 +228,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     device, why = run_cli(lambda: pick_device(args.device, key="--device"))
     if args.one is not None:
-        print(json.dumps(run_case(args, *json.loads(args.one), device)))
+        print(json.dumps(run_case(args, device, *json.loads(args.one))))
         return []
     for name in args.dtypes.split(","):
         if not isinstance(getattr(torch, name, None), torch.dtype):
             sys.exit(f"error: --dtypes: {name!r} is not a torch dtype (e.g. float32, bfloat16)")
+    if not args.compile and (args.compile_mode != "default" or args.compile_scope != "net"):
+        sys.exit("error: --compile-mode and --compile-scope need --compile")
+    setups = [x for x in args.setups.split(",") if x] or [None]
+    for setup in setups:
+        if setup is not None:
+            try:
+                parse_setup(setup)
+            except ValueError as e:
+                sys.exit(f"error: {e}")
     print(f"device {device} ({why}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"python {platform.python_version()}")
     print(f"cpu: {cpu_description()}" if device.type == "cpu" else f"gpu: {torch.cuda.get_device_name(device)}")
-    cases = [(variant, int(hidden), name) for variant in args.variants.split(",")
-             for hidden in args.hidden.split(",") for name in args.dtypes.split(",")]
-    peaks = {name: matmul_peak(getattr(torch, name), device) for name in args.dtypes.split(",")}
+    cases = [(variant, int(hidden), name, setup) for variant in args.variants.split(",")
+             for hidden in args.hidden.split(",") for name in args.dtypes.split(",") for setup in setups]
+    size = 8192 if device.type == "cuda" else 2048  # large enough to reach the chip's peak
+    peaks = {name: matmul_peak(getattr(torch, name), device, size) for name in args.dtypes.split(",")}
     for name, peak in peaks.items():
-        print(f"measured matmul peak ({name}, 2048^3): {peak / 1e12:.3f} TFLOP/s")
+        print(f"measured matmul peak ({name}, {size}^3): {peak / 1e12:.3f} TFLOP/s")
     print(HEADER)
-    rows = []
+    rows, failed = [], []
     for case in cases:
-        row = run_isolated(argv, case) if len(cases) > 1 else run_case(args, *case, device)
+        row = run_isolated(argv, case) if len(cases) > 1 else run_case(args, device, *case)
+        if "error" in row:  # one failing setup (e.g. a compile mode this torch lacks) does not hide the others
+            failed.append(case)
+            print(f"{case[3] or 'this setup':<16} {case[0]:<9} {case[1]:>4} {case[2]:<8} failed: {row['error']}", flush=True)
+            continue
         row.update(peak_tflops=peaks[case[2]] / 1e12, mfu=row["train_tflops"] * 1e12 / peaks[case[2]])
         rows.append(row)
         print(format_row(row), flush=True)
@@ -198,6 +266,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
         print(f"wrote {args.json}")
+    if failed:
+        sys.exit(f"error: {len(failed)} of {len(cases)} cases failed (above)")
     return rows
 
 
