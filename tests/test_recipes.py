@@ -31,7 +31,7 @@ def test_paper_recipe_runs_two_steps_on_cpu(name, mlp_t, tmp_path, monkeypatch):
     write_hub_cache(tmp_path / "hub", rows, rows[:3])
     small = merge_config(config, {
         "data": {"repo_id": HF_REPO, "train_subset": 8, "val_subset": 2, "data_dir": str(tmp_path / "data")},
-        "training": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "eval_batch_size": 8, "compile": False,
+        "training": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "eval_batch_size": 8, "eval_N_sup": 2, "compile": False,
                      "device": "cpu", "runs_dir": str(tmp_path / "runs")}}, "small overrides")
     result = train_trm.main(small, progress=False)
     assert result["step"] == 2 and result["n"] == 3
