@@ -131,9 +131,8 @@ def setup_name(r: dict) -> str:
     """eager, compile, or compile:<mode>/<scope>, with +<adam> where AdamW is not torch's default."""
     name = "eager"
     if r["compile"]:
-        extra = [x for x in (r["compile_mode"] if r["compile_mode"] != "default" else "",
-                             "model" if r["compile_scope"] == "model" else "") if x]
-        name = "compile" + (":" + "/".join(extra) if extra else "")
+        name = ("compile" + ("" if r["compile_mode"] == "default" else f":{r['compile_mode']}")
+                + ("" if r["compile_scope"] == "net" else f"/{r['compile_scope']}"))
     return name + ("" if r["adam"] == "default" else f"+{r['adam']}")
 
 
@@ -152,15 +151,13 @@ def parse_setup(text: str) -> dict:
     """A --setups entry, as the table's setup column writes it: eager or compile[:<mode>][/model],
     then +<adam> (e.g. compile:reduce-overhead+fused, compile/model)."""
     body, _, adam = text.partition("+")
-    head, _, rest = body.partition(":")
-    mode, _, scope = rest.partition("/") if rest else ("", "", "")
-    if head == "compile/model":
-        head, scope = "compile", "model"
+    body, _, scope = body.partition("/")
+    head, colon, mode = body.partition(":")
     setup = {"compile": head == "compile", "compile_mode": mode or "default",
              "compile_scope": scope or "net", "adam": adam or "default"}
     ok = (head in ("eager", "compile") and setup["compile_mode"] in COMPILE_MODES
           and setup["compile_scope"] in ("net", "model") and setup["adam"] in ADAM
-          and (setup["compile"] or (not rest and scope == "")))
+          and (setup["compile"] or not (colon or scope)))
     if not ok:
         raise ValueError(f"--setups: {text!r} is not a setup: eager or compile[:<mode>][/model], then "
                          f"+<adam>; modes {', '.join(COMPILE_MODES)}; adam {', '.join(ADAM)}")
@@ -177,8 +174,8 @@ def run_case(args: argparse.Namespace, device: torch.device, variant: str, hidde
                     n_prefix=args.prefix, width_multiple=args.width_multiple)
     row = bench_one(cfg, args.batch, getattr(torch, dtype_name), device, args.repeats, args.steps_per_repeat,
                     args.infer_steps, args.compile, args.compile_mode, args.compile_scope, args.adam)
-    row.update(setup=setup or setup_name({"compile": args.compile, "compile_mode": args.compile_mode,
-                                          "compile_scope": args.compile_scope, "adam": args.adam}), variant=variant, hidden=hidden, dtype=dtype_name, batch=args.batch, grid=args.grid,
+    row.update(setup=setup or setup_name(vars(args)), variant=variant, hidden=hidden, dtype=dtype_name,
+               batch=args.batch, grid=args.grid,
                T=args.T, n=args.n, prefix=args.prefix, width_multiple=args.width_multiple, compile=args.compile,
                compile_mode=args.compile_mode, compile_scope=args.compile_scope, adam=args.adam, device=str(device))
     return row

@@ -554,17 +554,14 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         if out_of_time:
             print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
             break
-        if patience_out:
-            print0(f"early stop at step {step}: {stale_evals} evaluations without a better {select_name} exact "
-                   f"accuracy (training.patience {t_cfg['patience']}); best.pt is from step {best_step}")
+        if patience_out or solved_out:
+            key = "patience" if patience_out else "stop_exact"
+            why = (f"{stale_evals} evaluations without a better {select_name} exact accuracy (training.patience "
+                   f"{t_cfg['patience']}); best.pt is from step {best_step}" if patience_out else
+                   f"{select_name} exact accuracy {best_exact:.4f} >= training.stop_exact {t_cfg['stop_exact']:g} (0: off)")
+            print0(f"early stop at step {step}: {why}")
             if d.is_main:
-                log({"kind": "early_stop", "step": step, "best_step": best_step, "patience": t_cfg["patience"]})
-            break
-        if solved_out:
-            print0(f"early stop at step {step}: {select_name} exact accuracy {best_exact:.4f} >= training.stop_exact "
-                   f"{t_cfg['stop_exact']:g} (0: off)")
-            if d.is_main:
-                log({"kind": "early_stop", "step": step, "best_step": best_step, "stop_exact": t_cfg["stop_exact"]})
+                log({"kind": "early_stop", "step": step, "best_step": best_step, key: t_cfg[key]})
             break
     bar.close()
     result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}

@@ -36,6 +36,8 @@ def test_setups_are_compared_in_one_table_and_a_bad_one_is_named(capsys):
     assert bench.parse_setup("compile:reduce-overhead/model+fused") == {
         "compile": True, "compile_mode": "reduce-overhead", "compile_scope": "model", "adam": "fused"}
     assert bench.parse_setup("compile/model")["compile_scope"] == "model"
+    for text in ("eager", "compile/model", "compile:max-autotune", "compile:reduce-overhead/model+fused", "eager+loop"):
+        assert bench.setup_name(bench.parse_setup(text)) == text  # the table names a setup as --setups takes it
     for bad in ("compile:fast", "eager:reduce-overhead", "eager+adamw", "jit"):
         with pytest.raises(SystemExit, match=re.escape(f"--setups: '{bad}'")):
             bench.main(["--setups", bad])
