@@ -4,7 +4,7 @@
 
 A process group is started only when torchrun's RANK, LOCAL_RANK and WORLD_SIZE are all set;
 otherwise everything here is a no-op for a single process, so `python impl/train_trm.py` is
-unchanged. Backend: nccl on CUDA, gloo on CPU.
+unchanged. Backend: nccl on CUDA (gloo for CPU tensors), gloo on CPU.
 """
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def init(d: Dist, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    # On CUDA, tensors on the GPU go through nccl and the loop's small CPU tensors (flags, log
+    # scalars) through gloo; nccl alone refuses CPU tensors.
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
 
 
 def shutdown() -> None:

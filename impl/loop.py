@@ -108,11 +108,15 @@ class EMA:
         torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
-def lr_at(step: int, t: dict) -> float:
+def lr_at(step: int, t: dict, elapsed: float = 0.0) -> float:
+    """Linear warmup over warmup_steps, then a cosine from lr to lr * lr_min_ratio over the steps
+    left to max_steps, or (lr_decay_over "time") over the run's time limit, elapsed seconds in."""
     if step < t["warmup_steps"]:
         return t["lr"] * (step + 1) / t["warmup_steps"]
-    span = max(1, t["max_steps"] - t["warmup_steps"])
-    progress = min(1.0, (step - t["warmup_steps"]) / span)
+    if t["lr_decay_over"] == "time":
+        progress = min(1.0, elapsed / (60 * t["time_limit_min"]))
+    else:
+        progress = min(1.0, (step - t["warmup_steps"]) / max(1, t["max_steps"] - t["warmup_steps"]))
     floor = t["lr_min_ratio"]
     return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -425,6 +429,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
 
     window = dict.fromkeys(WINDOW_KEYS, 0)
     t_start = time.time()
+    elapsed = elapsed_before  # seconds of this run so far (every process agrees: see below)
     time_limit = t_cfg["time_limit_min"] * 60
     metrics: dict = {}
     model.train()
@@ -445,7 +450,7 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
             slots.steps = torch.where(slots.halted, 0, slots.steps)
 
         # 2. Learning rate.
-        lr = lr_at(step, t_cfg)
+        lr = lr_at(step, t_cfg, elapsed)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -501,9 +506,9 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         elapsed = elapsed_before + time.time() - t_start
         out_of_time = time_limit > 0 and elapsed >= time_limit
         stopping = stop.signum is not None
-        if d.enabled:  # every process must stop at the same step
-            flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping)]), d)
-            out_of_time, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+        if d.enabled:  # every process must stop at the same step, and set the same learning rate
+            flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping), elapsed], dtype=torch.float64), d)
+            out_of_time, stopping, elapsed = bool(flags[0] > 0), bool(flags[1] > 0), float(flags[2])
         boundary = step == t_cfg["max_steps"] or out_of_time
         if step % t_cfg["log_every"] == 0 or boundary:
             if d.is_main:

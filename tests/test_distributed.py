@@ -112,3 +112,18 @@ def test_more_processes_than_gpus_stop_at_start_with_one_line(monkeypatch, tmp_p
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per machine: its GPU is there
     assert train_trm.loop.pick_device("auto", 0, local_processes=1)[0].type == "cuda"
+
+
+def test_cuda_process_groups_also_take_cpu_tensors(monkeypatch):
+    """On CUDA the loop's flags and log scalars are CPU tensors: the process group pairs nccl (GPU
+    tensors) with gloo (CPU tensors), which nccl alone refuses; on CPU it is gloo."""
+    import distributed
+    started = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: started.append(backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    placement = distributed.Dist(rank=0, local_rank=0, world_size=2)
+    distributed.init(placement, torch.device("cuda", 0))
+    distributed.init(placement, torch.device("cpu"))
+    distributed.init(distributed.Dist(), torch.device("cuda", 0))    # a single process starts nothing
+    assert started == ["cpu:gloo,cuda:nccl", "gloo"]

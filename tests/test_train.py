@@ -100,6 +100,8 @@ def test_missing_config_file_is_named(tmp_path):
     ("data", "grid_size", 5, "data.grid_size: 5 is not one of 4, 6, 9"),
     ("data", "givens", [20, 10], "data.givens"),
     ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),
+    ("training", "lr_decay_over", "epochs", "training.lr_decay_over: 'epochs' must be one of steps, time"),
+    ("training", "lr_decay_over", "time", r"training.lr_decay_over: 'time' needs training.time_limit_min > 0"),
 ])
 def test_impossible_values_rejected(section, key, value, expected):
     config = merge_config(RUN_CONFIG, {section: {key: value}}, "x.json")
@@ -113,6 +115,40 @@ def test_cli_exits_with_message_before_any_work(tmp_path, capsys):
         train_trm.cli(["--config", str(path)])
     assert "tiny.json: unknown key 'model.L_cycles' (the official code's name for 'n')" in str(e.value.code)
     assert not (tmp_path / "runs").exists()
+
+
+def test_lr_decays_over_the_steps_or_over_the_time_limit():
+    """Warmup over the first steps, then a cosine to lr * lr_min_ratio: over the steps left to
+    max_steps, or with lr_decay_over "time" over the time limit, whatever the step."""
+    from loop import lr_at
+    t = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "lr_min_ratio": 0.1, "lr_decay_over": "steps",
+         "time_limit_min": 2}
+    assert lr_at(4, t) == pytest.approx(0.5) and lr_at(10, t) == pytest.approx(1.0)
+    assert lr_at(60, t, elapsed=100.0) == pytest.approx(0.55) and lr_at(110, t) == pytest.approx(0.1)
+    assert lr_at(500, t) == pytest.approx(0.1)
+    t["lr_decay_over"] = "time"
+    assert lr_at(4, t, elapsed=50.0) == pytest.approx(0.5)                 # warmup still counts steps
+    assert lr_at(10, t, elapsed=0.0) == pytest.approx(1.0)
+    assert lr_at(20, t, elapsed=60.0) == pytest.approx(0.55) == lr_at(5000, t, elapsed=60.0)
+    assert lr_at(20, t, elapsed=120.0) == pytest.approx(0.1) == lr_at(20, t, elapsed=900.0)
+
+
+def test_a_run_decays_its_lr_over_its_time_limit(tmp_path, monkeypatch):
+    """lr_decay_over "time" in a run, on a clock that advances 0.5 s whenever it is read: the
+    learning rate falls with the clock to lr * lr_min_ratio, and the run ends at its time limit
+    (1 minute) long before max_steps."""
+    import loop
+    clock = iter(range(10**9))
+    monkeypatch.setattr(loop.time, "time", lambda: 0.5 * next(clock))
+    config = tiny_run_config(tmp_path, max_steps=10**6, lr_decay_over="time", time_limit_min=1.0, lr_min_ratio=0.0,
+                             log_every=1, eval_every=10**6)
+    check_config(config)
+    result = train_trm.main(config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train" and r["step"] > 5]   # after the warmup
+    lrs = [r["lr"] for r in train]
+    assert 10 < result["step"] < 1000 and train[-1]["time_s"] >= 60
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.9 * 3e-3 and lrs[-1] < 0.02 * 3e-3
 
 
 # -- a tiny run -----------------------------------------------------------------------------------
