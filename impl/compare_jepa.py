@@ -156,8 +156,10 @@ def compare(args: argparse.Namespace, out: Path, plan: list) -> dict:
         checked = run_script(keys is not None, write_config(name, args.seeds[0], keys), "--check")
         if checked.returncode != 0:
             raise ConfigError(f"{name}: {checked.stderr.strip().splitlines()[-1].removeprefix('error: ')}")
-    if base.get("training", {}).get("lr_min_ratio", 1.0) != 1.0:
-        print(f"note: lr_min_ratio {base['training']['lr_min_ratio']} has no effect here (max_steps is unbounded)")
+    t = base.get("training", {})
+    if t.get("lr_min_ratio", 1.0) != 1.0 and t.get("lr_decay_over", "steps") == "steps":
+        print(f"note: lr_min_ratio {t['lr_min_ratio']} has no effect here (max_steps is unbounded); "
+              f"\"lr_decay_over\": \"time\" decays it over --minutes")
 
     runs: list[dict] = []
     result: dict = {}
