@@ -26,6 +26,7 @@ from loggers import WANDB_MODES, check_packages
 from trm import LOSSES, TRMConfig
 
 OPTIMIZERS = ("adamw", "adam_atan2")
+LR_DECAY_OVER = ("steps", "time")
 
 
 def check_config(config: dict, source: str = "config") -> None:
@@ -44,7 +45,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.time_limit_min", t["time_limit_min"] >= 0, "must be >= 0"),
         ("training.grad_clip", t["grad_clip"] >= 0, "must be >= 0"),
         ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
-        ("training.lr_decay_over", t["lr_decay_over"] in ("steps", "time"), "must be one of steps, time"),
+        ("training.lr_decay_over", t["lr_decay_over"] in LR_DECAY_OVER, f"must be one of {', '.join(LR_DECAY_OVER)}"),
         ("training.lr_decay_over", t["lr_decay_over"] != "time" or t["time_limit_min"] > 0,
          "needs training.time_limit_min > 0 (the decay ends at the time limit)"),
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
