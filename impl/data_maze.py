@@ -215,7 +215,7 @@ def format(tokens: np.ndarray, meta: pd.Metadata, marked: np.ndarray | None = No
 # Command line: bench and generate
 # ----------------------------------------------------------------------------------------------
 
-# size -> (min_path_len, wall_density, mazes) timed by `bench`: maze.json's setting, a middle size, Maze-Hard's bar
+# size -> (min_path_len, wall_density, mazes) timed by `bench`: configs/recipes/maze.json's setting, a middle size, Maze-Hard's bar
 _BENCH = {8: (6, 0.4, 6000), 15: (20, 0.4, 6000), 30: (111, 0.38, 200)}
 
 

