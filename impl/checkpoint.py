@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from errors import CheckpointError
-from arch import build_model
-from trm import TRM, TRMConfig
+from arch import build_model, model_config
+from trm import TRM
 
 _UMASK = os.umask(0)  # read once: mkstemp makes 0600 files, checkpoints get the usual 0666 & ~umask
 os.umask(_UMASK)
@@ -107,7 +107,10 @@ def load_trained(path: str | os.PathLike, device: torch.device) -> tuple[TRM, di
     ckpt["dataset"] = dataset_of(ckpt)
     # Checkpoints from before model.mlp_t_norm and model.prefix_learned existed were trained with
     # the per-token mlp_t norm and every prefix position learned: keep them computing that.
-    model = build_model(TRMConfig(**{**LEGACY_MODEL_CONFIG, **ckpt["model_config"]}))
+    try:
+        model = build_model(model_config({**LEGACY_MODEL_CONFIG, **ckpt["model_config"]}))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its model_config does not describe a model this code builds ({e})") from None
     use_ema = ckpt.get("ema") is not None
     weights = ckpt["ema"] if use_ema else ckpt["model"]
     # JEPA runs (train_trm_jepa.py) add a predictor beside the TRM; inference needs only the TRM.

@@ -120,7 +120,7 @@ def network_blocks(mcfg: TRMConfig) -> int:
         return mcfg.num_layers + (mcfg.H_layers or mcfg.num_layers)
     if mcfg.arch == "transformer":
         return mcfg.f_layers
-    return mcfg.num_layers * (2 if mcfg.separate_nets else 1)
+    return mcfg.num_layers * (2 if mcfg.arch == "separate_nets" else 1)
 
 
 def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:

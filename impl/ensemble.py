@@ -97,6 +97,28 @@ def noise_generators(K: int, seed: int, start: int, device: torch.device, first:
     return gens
 
 
+class LatentNoise:
+    """A predict() perturb that adds sigma * N(0, 1) to the latent z before every supervision step,
+    as Probabilistic TRM (arXiv 2605.19943) does to explore several trajectories. With generators
+    [g_1..g_M] the batch is M equal blocks of rows, block m drawing from g_m, so a block run alone
+    with its generator gets the same noise; without, the global RNG draws."""
+
+    def __init__(self, sigma: float, generators: list[torch.Generator] | None = None) -> None:
+        self.sigma, self.generators = sigma, generators
+
+    def __call__(self, carry):
+        z = carry.z
+        if not self.generators:
+            noise = torch.randn(z.shape, device=z.device)
+        else:
+            L, B, D = z.shape
+            if B % len(self.generators):
+                raise ValueError(f"noise generators: {len(self.generators)} generators do not split a batch of {B} rows evenly")
+            parts = [torch.randn((L, B // len(self.generators), D), generator=g, device=z.device) for g in self.generators]
+            noise = torch.cat(parts, dim=1)
+        return type(carry)(carry.y, z + (self.sigma * noise).to(z.dtype))
+
+
 def run_members(model, inputs: np.ndarray, K: int, kind: str, sigma: float, N_sup: int, batch_size: int,
                 device: torch.device, dtype: torch.dtype, transforms: list[tuple] | None = None, halt: bool = False,
                 puzzle_ids: np.ndarray | None = None, seed: int = 0, progress: bool = False,
@@ -148,8 +170,8 @@ def _run(model, inputs: np.ndarray, K: int, kind: str, sigma: float, at: list[in
                 ids = torch.from_numpy(np.tile(np.asarray(puzzle_ids[start:start + b], np.int64), K)).to(device)
             gens = noise_generators(K, seed, start, device, first_member) if noise > 0 else None
             t0 = time.time()
-            pred = model.predict(x, N_sup=max(at), halt=halt, dtype=dtype, puzzle_ids=ids, noise=noise,
-                                 noise_generators=gens, keep_steps=snapshots)
+            pred = model.predict(x, N_sup=max(at), halt=halt, dtype=dtype, puzzle_ids=ids,
+                                 perturb=LatentNoise(noise, gens) if noise > 0 else None, keep_steps=snapshots)
             if snapshots:
                 per_step = pred.per_step.cpu().numpy()                                # (max(at), K*b, S)
                 per_logit = pred.per_step_logit.cpu().numpy()                         # (max(at), K*b)

@@ -25,12 +25,12 @@ def block_calls(cfg: TRMConfig) -> tuple[int, int]:
     """Blocks run forward, and blocks back-propagated, in one supervision step.
 
     trm: T*(n+1) calls of f (num_layers blocks each), the last cycle's n+1 back-propagated (one_step:
-    its last two); single_z, separate_nets and z_slots make as many calls. hrm: T*n calls of f_L and T of f_H,
+    its last two); separate_nets, single_z and z_slots make as many calls. hrm: T*n calls of f_L and T of f_H,
     the last of each back-propagated. transformer: one pass of its depth blocks, all back-propagated.
     """
     T, n, layers = cfg.T, cfg.n, cfg.num_layers
     if cfg.arch == "hrm":
-        h_layers = cfg.H_layers or layers
+        h_layers = cfg.H_layers or layers  # an HRMConfig
         return T * n * layers + T * h_layers, layers + h_layers
     if cfg.arch == "transformer":
         return cfg.f_layers, cfg.f_layers
@@ -49,9 +49,9 @@ def model_flops(cfg: TRMConfig, batch: int) -> dict:
     per_block = block_flops(cfg, batch)
     forward_blocks, backward_blocks = block_calls(cfg)
     heads = 2 * batch * cfg.seq_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * (
-        1 if cfg.arch == "trm" else 2)
+        1 if cfg.arch not in ("hrm", "transformer") else 2)
     forward = forward_blocks * per_block + heads
     train = forward + 2 * (backward_blocks * per_block + heads)
-    if cfg.arch != "trm":
+    if cfg.arch in ("hrm", "transformer"):
         train += forward                                                # the bootstrapped Q target
     return {"forward": forward, "train": train, "per_f_call": cfg.num_layers * per_block}

@@ -78,8 +78,18 @@ class QLearningModel(TRM):
         return new_carry, logits, q_halt - q_continue, QTerms(q_halt, continue_loss, target)
 
 
+@dataclass
+class HRMConfig(TRMConfig):
+    H_layers: int = 0                # blocks in f_H (0: num_layers, the blocks of f_L; official HRM: 4)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        return [("H_layers", self.H_layers >= 0, "must be >= 0 (0: num_layers)")]
+
+
 class HRM(QLearningModel):
-    def __init__(self, config: TRMConfig) -> None:
+    config_class = HRMConfig
+
+    def __init__(self, config: HRMConfig) -> None:
         super().__init__(config)                                        # self.net is f_L
         self.net_H = TinyNetwork(config, config.H_layers or config.num_layers)  # f_H
         self.reset_parameters()                                         # again, now that f_H exists

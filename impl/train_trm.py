@@ -14,7 +14,8 @@ import torch
 import loop
 import train_cli
 from loop import Slots, StepOutput
-from arch import build_model
+from arch import build_model, model_class
+from hrm import QLearningModel
 from trm import TRMConfig
 
 RUN_CONFIG = {
@@ -34,12 +35,7 @@ RUN_CONFIG = {
         "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
         "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
         "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
-        "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
-        "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
-        "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
-        "z_slots": 1,                # trm: z as this many states, f reads their sum (official trm_hier6: 6)
-        "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
-        "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
+        "arch": "trm",               # trm (paper) | separate_nets | single_z | z_slots (+ z_slots: K) | hrm (+ H_layers) | transformer (+ depth): impl/arch.py
     },
     "data": {
         "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
@@ -154,7 +150,7 @@ def trm_step(model: torch.nn.Module, slots: Slots, config: dict) -> StepOutput:
     """One supervision step: TRM's T cycles from the carry, the last with gradient. hrm and
     transformer halt by Q-learning: the loop's halting BCE trains q_halt, and the continue head's
     BCE against its bootstrapped target is added with the same weight (official: 0.5 each)."""
-    if config["model"]["arch"] == "trm":
+    if not issubclass(model_class(config["model"]["arch"]), QLearningModel):
         carry, logits, q_logit = model(slots.inputs, slots.carry, slots.puzzle_ids)
         return StepOutput(carry, logits, q_logit)
     carry, logits, q_logit, q = model(slots.inputs, slots.carry, slots.puzzle_ids, steps=slots.steps)

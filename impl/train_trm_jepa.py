@@ -44,7 +44,9 @@ from torch import nn
 
 import loop
 import train_cli
+from arch import model_class, model_class_of
 from errors import ConfigError
+from hrm import QLearningModel
 from loop import Slots, StepOutput
 from trm import IGNORE_LABEL, TRM, Carry, TRMConfig
 
@@ -67,12 +69,7 @@ RUN_CONFIG = {
         "n_prefix": 1,               # prefix positions before the cells (official: 16); Q head reads the first
         "prefix_learned": "first",   # first (official: position 0 learned, the rest zeros) | all (every one learned)
         "mlp_t_norm": "sequence",    # mlp_t's first norm: sequence (official: over positions, per channel) | hidden
-        "arch": "trm",               # trm | hrm (f_L, f_H at two frequencies; T = H_cycles, n = L_cycles) | transformer (one deep pass)
-        "separate_nets": False,      # trm: a second network f_H for the y update (paper's separate f_H, f_L ablation)
-        "single_z": False,           # trm: one latent, no separate y (official trm_singlez)
-        "z_slots": 1,                # trm: z as this many states, f reads their sum (official trm_hier6: 6)
-        "H_layers": 0,               # hrm: blocks in f_H (0: num_layers; official HRM: 4 and 4)
-        "depth": 0,                  # transformer: blocks of its one network (0: num_layers * T * (n + 1); official 8)
+        "arch": "trm",               # trm (paper) | separate_nets | single_z | z_slots (+ z_slots: K) | hrm (+ H_layers) | transformer (+ depth): impl/arch.py
     },
     "data": {
         "puzzle": "sudoku",          # puzzle type whose module builds the dataset: sudoku (the flat keys below) | maze (data.maze)
@@ -217,9 +214,9 @@ def check_jepa_config(config: dict, source: str = "config") -> None:
     for key, ok, why in rules:
         if not ok:
             raise ConfigError(f"{source}: training.{key}: {t[key]!r} {why}")
-    if config["model"]["arch"] != "trm":
-        raise ConfigError(f"{source}: model.arch: {config['model']['arch']!r} must be 'trm' for the JEPA script "
-                          f"(train the other architectures with impl/train_trm.py)")
+    if issubclass(model_class(config["model"]["arch"]), QLearningModel):
+        raise ConfigError(f"{source}: model.arch: {config['model']['arch']!r} must be trm or a TRM variant for the "
+                          f"JEPA script (train the other architectures with impl/train_trm.py)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,6 +252,10 @@ class TRMJEPA(TRM):
         if "predictor" in self._modules:  # TRM.__init__ calls this before the predictor exists
             self.init_predictor()
 
+    def z_read(self, z: torch.Tensor) -> torch.Tensor:
+        """z as f reads it: z itself, or with z_slots the sum of its states (trm_variants.ZSlots)."""
+        return self.z_total(z) if hasattr(self, "z_total") else z
+
     def pool(self, state: torch.Tensor) -> torch.Tensor:
         """(L, B, D) state -> (B, D) fp32: mean over the puzzle cells, or the prefix token (cls)."""
         if self.latent_pool == "cls":
@@ -269,7 +270,7 @@ class TRMJEPA(TRM):
         carry = self.initial_carry(targets.shape[0], targets.device, dtype)
         with torch.no_grad() if self.stopgrad_target else contextlib.nullcontext():
             y, z = self.deep_recursion(targets, carry, puzzle_ids)
-        return y if self.latent_state == "y" else self.z_total(z)     # z_slots: the sum f reads
+        return y if self.latent_state == "y" else self.z_read(z)
 
     def latent_vectors(self, online: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled (B, D) online and target vectors -> the pair the distance compares."""
@@ -292,7 +293,7 @@ class TRMJEPA(TRM):
             return super().forward(inputs, carry, puzzle_ids)
         y, z = self.deep_recursion(inputs, carry, puzzle_ids)           # online branch
         logits, q_logit = self.heads(y)
-        online = y if self.latent_state == "y" else self.z_total(z)
+        online = y if self.latent_state == "y" else self.z_read(z)
         target = self.solution_state(targets, carry.y.dtype, puzzle_ids)  # target branch
         prediction, goal = self.latent_vectors(self.pool(online), self.pool(target))
         latent = self.distance(prediction, goal).mean()
@@ -308,10 +309,17 @@ def trm_state_dict(state_dict: dict) -> dict:
 # Glue for the loop: model builder and step function
 
 
+def jepa_model(mcfg: TRMConfig, **kwargs) -> TRMJEPA:
+    """A TRMJEPA over the class of model.arch (trm, or a TRM variant: its recursion, JEPA's forward)."""
+    base = model_class_of(mcfg)
+    cls = TRMJEPA if base is TRM else type(f"{base.__name__}JEPA", (TRMJEPA, base), {})
+    return cls(mcfg, **kwargs)
+
+
 def build_jepa(mcfg: TRMConfig, config: dict) -> TRMJEPA:
     t = config["training"]
-    model = TRMJEPA(mcfg, pool=t["latent_pool"], normalize=t["normalize_latent"],
-                    stopgrad_target=t["stopgrad_target"], loss=t["latent_loss"], state=t["latent_state"])
+    model = jepa_model(mcfg, pool=t["latent_pool"], normalize=t["normalize_latent"],
+                       stopgrad_target=t["stopgrad_target"], loss=t["latent_loss"], state=t["latent_state"])
     model.ddp_find_unused = t["latent_loss_weight"] == 0  # the predictor gets no gradient then (torchrun)
     return model
 

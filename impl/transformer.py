@@ -14,13 +14,29 @@ This file holds model code only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from hrm import QLearningModel
-from trm import Carry
+from trm import Carry, TRMConfig
+
+
+@dataclass
+class TransformerConfig(TRMConfig):
+    depth: int = 0                   # blocks of the one network (0: num_layers * T * (n + 1); official 8)
+
+    def rules(self) -> list[tuple[str, bool, str]]:
+        return [("depth", self.depth >= 0, "must be >= 0 (0: num_layers * T * (n + 1))")]
+
+    @property
+    def f_layers(self) -> int:
+        return self.depth or self.num_layers * self.T * (self.n + 1)
 
 
 class DirectTransformer(QLearningModel):
+    config_class = TransformerConfig
+
     def deep_recursion(self, inputs: torch.Tensor, carry: Carry,
                        puzzle_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass of the deep network from the carried y; z is handed on unchanged."""

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 
 import checkpoint
 import train_trm
-from arch import build_model
+from arch import build_model, model_config
 from errors import ConfigError
 from flops import block_flops, model_flops
 from hrm import HRM
 from loop import Slots
 from train_cli import check_config
 from transformer import DirectTransformer
+from trm_variants import SingleZ, ZSlots
 from trm import TRM, TRMConfig, softmax_cross_entropy, trm_loss
 
 VARIANTS = {"trm": {}, "hrm": {"arch": "hrm"}, "transformer": {"arch": "transformer", "depth": 3},
@@ -24,7 +25,7 @@ VARIANTS = {"trm": {}, "hrm": {"arch": "hrm"}, "transformer": {"arch": "transfor
 
 def tiny_config(**overrides) -> TRMConfig:
     base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_layers=2, num_heads=2, T=2, n=2, N_sup=4)
-    return TRMConfig(**{**base, **overrides})
+    return model_config({**base, **overrides})  # old variant keys upgraded, values checked
 
 
 def random_batch(cfg: TRMConfig, B: int = 4, seed: int = 0):
@@ -57,7 +58,7 @@ def test_each_arch_loss_falls_through_the_step_function(name):
         loss.backward()
         optimizer.step()
         losses.append(parts.ce.item())
-    assert set(out.extra_losses) == (set() if cfg.arch == "trm" else {"q_continue"})
+    assert set(out.extra_losses) == ({"q_continue"} if cfg.arch in ("hrm", "transformer") else set())
     assert losses[-1] < 0.2 * losses[0], losses                        # cross entropy (the halting terms
     # rise once answers come right: the halting heads start at "never halt")
 
@@ -160,7 +161,7 @@ def test_variant_flags_off_leave_the_default_trm_unchanged():
     torch.manual_seed(0)
     plain = TRM(tiny_config())
     torch.manual_seed(0)
-    flags_off = TRM(tiny_config(separate_nets=False, single_z=False, z_slots=1, arch="trm", H_layers=0, depth=0))
+    flags_off = build_model(tiny_config(separate_nets=False, single_z=False, z_slots=1, arch="trm", H_layers=0, depth=0))
     assert plain.state_dict().keys() == flags_off.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), flags_off.state_dict().values()))
     inputs, _ = random_batch(plain.config)
@@ -168,7 +169,7 @@ def test_variant_flags_off_leave_the_default_trm_unchanged():
     out_plain, out_off = plain(inputs, carry), flags_off(inputs, carry)
     assert torch.equal(out_plain[1], out_off[1]) and torch.equal(out_plain[0].y, out_off[0].y)
 
-    separate = TRM(tiny_config(separate_nets=True))
+    separate = build_model(tiny_config(separate_nets=True))
     state = dict(plain.state_dict())
     state.update({k.replace("net.", "net_y.", 1): v for k, v in plain.state_dict().items() if k.startswith("net.")})
     separate.load_state_dict(state)
@@ -180,7 +181,7 @@ def test_variant_flags_off_leave_the_default_trm_unchanged():
 def test_single_z_matches_a_by_hand_recursion():
     cfg = tiny_config(single_z=True, T=2, n=3)
     torch.manual_seed(0)
-    model = TRM(cfg)
+    model = build_model(cfg)
     inputs, _ = random_batch(cfg)
     carry0 = model.initial_carry(len(inputs))
     new_carry, logits, q = model(inputs, carry0)
@@ -202,7 +203,7 @@ def test_z_slots_match_a_by_hand_recursion_over_separate_states(gradient, n):
     tensors. With n=2 the third state is never written and keeps its own initial vector."""
     cfg = tiny_config(z_slots=3, T=2, n=n, gradient=gradient)
     torch.manual_seed(0)
-    model = TRM(cfg)
+    model = build_model(cfg)
     inputs, _ = random_batch(cfg)
     carry0 = model.initial_carry(len(inputs))
     L, B, D = carry0.y.shape
@@ -281,7 +282,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", TRM), ("z_slots", TRM)])
+@pytest.mark.parametrize("name,cls", [("hrm", HRM), ("transformer", DirectTransformer), ("single_z", SingleZ), ("z_slots", ZSlots)])
 def test_checkpoint_of_each_arch_loads_in_the_evaluator_and_solver(tmp_path, data_dir, name, cls, capsys):
     import evaluate
     import solve

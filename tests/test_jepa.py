@@ -8,6 +8,7 @@ import torch
 
 import train_trm
 import train_trm_jepa as jepa
+from arch import model_config
 from config import merge_config
 from errors import ConfigError
 from trm import TRM, TRMConfig
@@ -36,9 +37,9 @@ def read_log(run_dir, kind="train") -> list[dict]:
 
 def tiny_model(z_slots: int = 1, **kwargs) -> jepa.TRMJEPA:
     torch.manual_seed(0)
-    cfg = TRMConfig(vocab_size=6, seq_len=16, hidden_size=32, T=2, n=2, N_sup=4, mlp_t=True, pos_encoding="none",
-                    z_slots=z_slots)
-    return jepa.TRMJEPA(cfg, **kwargs)
+    cfg = model_config(dict(vocab_size=6, seq_len=16, hidden_size=32, T=2, n=2, N_sup=4, mlp_t=True,
+                            pos_encoding="none", z_slots=z_slots))
+    return jepa.jepa_model(cfg, **kwargs)
 
 
 def batch(B: int = 4):

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from arch import model_config
 from loop import EMA
 from sign_sgd import SparseSignSGD
 from trm import TRM, TRMConfig, count_parameters, trm_loss
@@ -13,7 +14,7 @@ from trm import TRM, TRMConfig, count_parameters, trm_loss
 
 def config(**overrides) -> TRMConfig:
     base = dict(vocab_size=6, seq_len=9, hidden_size=16, num_heads=2, T=2, n=2, N_sup=4, n_prefix=2)
-    return TRMConfig(**{**base, **overrides})
+    return model_config({**base, **overrides})
 
 
 def test_one_identifier_is_the_shared_prefix_parameter_as_before():

@@ -5,13 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from arch import build_model, model_config
 from trm import (TRM, Carry, TRMConfig, count_parameters, rms_norm, softmax_cross_entropy, stablemax_cross_entropy,
                  swiglu_width, trunc_normal_, truncated_normal_std)
 
 
 def tiny_config(**overrides) -> TRMConfig:
     base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_layers=2, num_heads=2, T=2, n=2, N_sup=4)
-    return TRMConfig(**{**base, **overrides})
+    return model_config({**base, **overrides})  # checked, as a config from a file is
 
 
 def random_batch(cfg: TRMConfig, B: int = 3, seed: int = 0):
@@ -204,7 +205,7 @@ def test_one_step_gradient_goes_through_the_last_z_and_y_updates_only(mlp_t):
     cfg = tiny_config(mlp_t=mlp_t, pos_encoding="none" if mlp_t else "rope", T=2, n=3)
     torch.manual_seed(0)
     model = TRM(cfg)
-    one = TRM(TRMConfig(**{**cfg.__dict__, "gradient": "one_step"}))
+    one = build_model(TRMConfig(**{**cfg.__dict__, "gradient": "one_step"}))
     one.load_state_dict(model.state_dict())
     inputs, labels = random_batch(cfg)
 

@@ -113,7 +113,7 @@ def test_sigma_zero_members_equal_plain_predict_bit_for_bit(mlp_t):
         assert np.array_equal(m.answers.reshape(21, 16), plain_rows.answers.numpy())
         assert np.array_equal(m.logit.reshape(21), plain_rows.logit.numpy())     # bit for bit, not close
         assert np.array_equal(m.answers[1], plain.answers.numpy())
-    noisy = model.predict(x, N_sup=3, noise=0.0, noise_generators=[torch.Generator().manual_seed(1)])
+    noisy = model.predict(x, N_sup=3, perturb=ensemble.LatentNoise(0.0, [torch.Generator().manual_seed(1)]))
     assert torch.equal(noisy.answers, plain.answers) and torch.equal(noisy.logit, plain.logit)
 
 
@@ -141,7 +141,7 @@ def test_batched_members_equal_members_run_one_at_a_time():
     gens = ensemble.noise_generators(K, seed, 0, torch.device("cpu"))             # the one batch starts at puzzle 0
     for k, (forward, inverse) in enumerate(transforms):
         x = torch.from_numpy(forward(inputs).astype(np.int64))
-        alone = model.predict(x, N_sup=3, noise=sigma, noise_generators=[gens[k]])
+        alone = model.predict(x, N_sup=3, perturb=ensemble.LatentNoise(sigma, [gens[k]]))
         assert np.array_equal(batched.answers[k], inverse(alone.answers.numpy()))
         np.testing.assert_allclose(batched.logit[k], alone.logit.numpy(), rtol=0, atol=1e-4)  # batch shape: last bits
         assert np.array_equal(batched.first_halt[k], alone.first_halt.numpy())
