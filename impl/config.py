@@ -1,6 +1,7 @@
 """Run configuration: JSON override files deep-merged over a script's RUN_CONFIG, and checked.
 
     config = load_config("tiny.json", base=RUN_CONFIG)   # ConfigError names the file and dotted key
+    config = load_config("x.json", RUN_CONFIG, expand=train_cli.expand_base)  # + the sections x.json's choices bring
 
 Types come from the defaults (an int where the default is a float is accepted); unknown keys get
 the nearest known one, or the official code's name pointed to ours. JSON that would silently do
@@ -14,8 +15,11 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 from errors import ConfigError
+
+Expand = Callable[[dict, dict], dict]  # (base, override) -> base with the sections the override's choices bring
 
 # Names used by the official TRM code, pointed to ours in error messages.
 OFFICIAL_NAMES = {"H_cycles": "T", "L_cycles": "n", "halt_max_steps": "N_sup", "L_layers": "num_layers",
@@ -104,8 +108,9 @@ def parse_json(text: str, source: str) -> object:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str | os.PathLike, base: dict) -> dict:
-    """Read a JSON override file and merge it over base."""
+def load_config(path: str | os.PathLike, base: dict, expand: Expand | None = None) -> dict:
+    """Read a JSON override file and merge it over base, or over expand(base, override) when given
+    (this module knows no puzzle or model: the caller's expand adds the sections they bring)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -117,6 +122,11 @@ def load_config(path: str | os.PathLike, base: dict) -> dict:
     override = parse_json(text, str(path))
     if not isinstance(override, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(override)}")
+    if expand is not None:
+        try:
+            base = expand(base, override)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     return merge_config(base, override, str(path))
 
 

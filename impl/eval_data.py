@@ -15,6 +15,7 @@ from config import load_config
 from device import pick_device_dtype
 from errors import ConfigError, DataError
 from puzzle_dataset import PuzzleSplit
+from train_cli import expand_base
 
 
 # Data keys newer than some checkpoints, with the value that does what those checkpoints did, so
@@ -30,7 +31,7 @@ def data_section(ckpt: dict, data_config: str | None) -> tuple[dict, str]:
     for key, value in LATER_DATA_KEYS.items():
         base["data"].setdefault(key, value)
     try:
-        merged = load_config(data_config, base=base)
+        merged = load_config(data_config, base=base, expand=expand_base)
         puzzles.check_data_config(merged["data"])
     except ValueError as e:
         raise ConfigError(f"{data_config}: {e}" if str(data_config) not in str(e) else str(e)) from None

@@ -4,7 +4,8 @@
                          {"puzzle": "maze", "maze": {"size": 6}}]}
 
 Each entry of data.sources is a data section of its own, merged over the run's data section (so
-data_dir, n_val, augment, ... are shared unless an entry sets them). Each source is built (or
+data_dir, n_val, augment, ... are shared unless an entry sets them; the run's data section has the
+data.<name> defaults of every puzzle type an entry names, impl/puzzles.py). Each source is built (or
 found) as a dataset of its own, then the sources are written together into
 <data_dir>/mixed-<hash>/, in the official layout with one set per source (`sets` in dataset.json,
 named after the puzzle types).
@@ -23,21 +24,22 @@ puzzle identifier counts. Here the sources may differ, and are reconciled so:
 A row's source follows from its tokens (their shifted range), so everything per source works from
 the arrays alone: the evaluation's per-source metrics (the "by_source" breakdown), the validity check
 and the augmentation map a row back to its source's tokens and length and ask that puzzle's
-module (impl/puzzles.py). Test-time symmetries, puzzle reports and solve.py's typed printing are
-per puzzle type and not offered for a mixed dataset.
+module. MixedPuzzle offers these under the names of the puzzle contract (impl/puzzles.py). Test-time
+symmetries, puzzle reports and solve.py's typed printing are per puzzle type and not offered for a
+mixed dataset. impl/puzzles.py calls this module and passes in what it needs of puzzles.py (the
+loader of one source, the hooks of a puzzle type), so this module does not import it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 import puzzle_dataset as pd
-import puzzles
 from config import merge_config, type_name
 from errors import ConfigError, DataError
 
@@ -57,12 +59,13 @@ def source_configs(cfg: dict) -> list[dict]:
     return out
 
 
-def check_data_config(cfg: dict) -> None:
+def check_data_config(cfg: dict, check_source: Callable[[dict], None]) -> None:
+    """The sources' values, each by check_source (puzzles.check_data_config); errors name the entry."""
     if cfg["path"]:
         raise ConfigError("data.sources: set data.path or data.sources, not both (a source may have its own path)")
     for i, source in enumerate(source_configs(cfg)):
         try:
-            puzzles.check_data_config(source)
+            check_source(source)
         except ValueError as e:
             raise ConfigError(f"data.sources[{i}]: {e}") from None
 
@@ -108,9 +111,10 @@ def row_sources(sources: list[Source], inputs: np.ndarray) -> np.ndarray:
 # Building
 
 
-def build_dataset(cfg: dict, progress: bool = True) -> tuple[Path, str]:
+def build_dataset(cfg: dict, load_source: Callable, progress: bool = True) -> tuple[Path, str]:
+    """The mixed dataset of data.sources, each source read by load_source(cfg, progress) -> puzzles.Data."""
     configs = source_configs(cfg)
-    parts = [puzzles.load(c, progress=progress) for c in configs]
+    parts = [load_source(c, progress) for c in configs]
     for i, part in enumerate(parts):
         meta = part.train.meta
         if meta.pad_id != 0 or meta.ignore_label_id not in (0, None):
@@ -172,17 +176,20 @@ def _write(root: Path, parts: list, names: list[str], description: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# What the trainer and evaluator ask (impl/puzzles.py): each row answered by its source's module
+# What the trainer and evaluator ask: each row answered by its source's module
 
 
-class MixedHooks(puzzles.Hooks):
-    def __init__(self, meta: pd.Metadata) -> None:
-        super().__init__("mixed", sys.modules[__name__])
+class MixedPuzzle:
+    """The hooks of the puzzle contract (impl/puzzles.py) for a mixed dataset, under the contract's
+    names; hooks_for(meta) gives each source's own hooks (puzzles.hooks_for)."""
+    VALIDITY = "the rules of each row's puzzle"
+
+    def __init__(self, meta: pd.Metadata, hooks_for: Callable) -> None:
         self.sources = sources_of(meta)
         self.seq_len = meta.seq_len
-        self.own = [puzzles.hooks_for(s.meta) for s in self.sources]
-        self.augment = self._augment if any(h is not None and h.augment for h in self.own) else None
-        self.validity = "the rules of each row's puzzle"  # parse, format, symmetries, report: none (this module has none)
+        self.own = [hooks_for(s.meta) for s in self.sources]
+        if any(h is not None and h.augment is not None for h in self.own):
+            self.augment_examples = self._augment
 
     def _by_source(self, inputs: np.ndarray):
         """(rows, k) for each source k that has rows among inputs."""

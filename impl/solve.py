@@ -9,6 +9,8 @@
 The checkpoint's dataset names the puzzle type; its module (impl/puzzles.py) reads and prints the
 puzzle, checks it and knows its answer. A Sudoku is 16, 36 or 81 cells (digits, '.' or '0' blank);
 a maze is N lines of N cells, or one line of N*N ('#' wall, '.' or ' ' open, 'S' start, 'G' goal).
+A puzzle type without those hooks takes and prints the token ids, separated by spaces, and shows
+'-' where its module has no rule check or reference answer.
 Prints the puzzle and the model's answer, whether the answer is valid (Sudoku: rules and givens;
 maze: a shortest path from S to G) and whether it is the puzzle's unique answer, the supervision
 steps used and the halting head's confidence. With --steps it prints the answer after each step,
@@ -62,20 +64,39 @@ def read_puzzles(text: str | None, file: str | None) -> list[tuple[str, str]]:
 
 
 def puzzle_hooks(ckpt: dict, path: str) -> tuple[puzzles.Hooks, Metadata]:
-    """The puzzle type a checkpoint was trained on, if solve.py can read and check its puzzles."""
+    """The hooks of the puzzle type a checkpoint was trained on (none: every hook absent)."""
     meta = metadata_from_json(ckpt["dataset"], Path(path))
-    hooks = puzzles.hooks_for(meta)
-    if hooks is None or hooks.parse is None or hooks.format is None or hooks.reference is None:
-        kinds = ", ".join(name for name in puzzles.MODULES if hasattr(puzzles.module_for(name), "parse"))
-        raise EvalError(f"{path}: solve.py answers puzzles it can read ({kinds}); this checkpoint was trained on "
-                        f"{meta.puzzle or 'a dataset without a puzzle type'}")
+    hooks = puzzles.hooks_for(meta) or puzzles.Hooks(meta.puzzle or "tokens", None)
     return hooks, meta
+
+
+def parse_tokens(text: str, meta: Metadata) -> np.ndarray:
+    """A puzzle typed as its seq_len token ids, separated by spaces or commas (no parse hook)."""
+    try:
+        tokens = np.array([int(t) for t in text.replace(",", " ").split()], dtype=np.int64)
+    except ValueError:
+        raise ValueError(f"expected {meta.seq_len} token ids (integers separated by spaces), got {text!r}") from None
+    if len(tokens) != meta.seq_len or tokens.min() < 0 or tokens.max() >= meta.vocab_size:
+        raise ValueError(f"expected {meta.seq_len} token ids in 0..{meta.vocab_size - 1}, got {len(tokens)}: "
+                         f"{' '.join(map(str, tokens))}")
+    return tokens
+
+
+def format_tokens(tokens: np.ndarray, meta: Metadata, marked: np.ndarray | None = None) -> str:
+    """The token ids, separated by spaces, '*' after marked ones (no format hook)."""
+    marked = np.zeros(len(tokens), bool) if marked is None else marked
+    return " ".join(f"{int(t)}{'*' if m else ''}" for t, m in zip(tokens, marked))
+
+
+def show(hooks: puzzles.Hooks, tokens: np.ndarray, meta: Metadata, marked: np.ndarray | None = None) -> str:
+    """A puzzle or answer printed by the puzzle's format hook, or as token ids."""
+    return (hooks.format or format_tokens)(tokens, meta, marked)
 
 
 def parse_for(hooks: puzzles.Hooks, meta: Metadata, text: str, where: str) -> np.ndarray:
     """Tokens of a typed puzzle for the checkpoint's puzzle type and size; EvalError names where and why."""
     try:
-        return hooks.parse(text, meta)
+        return (hooks.parse or parse_tokens)(text, meta)
     except ValueError as e:
         raise EvalError(f"{where}: {e}") from None
 
@@ -85,9 +106,9 @@ def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, w
     """Print the puzzle, the model's answer and the checks. Returns why the puzzle was not
     answered (a Sudoku without exactly one solution, a maze without a path), or None. ensemble:
     {members, kind, sigma, select, seed} for a test-time ensemble (members > 1)."""
-    print(f"{where}:\n{hooks.format(puzzle, meta)}")
-    try:
-        reference = hooks.reference(puzzle, meta)  # None: several right answers, any valid one counts
+    print(f"{where}:\n{show(hooks, puzzle, meta)}")
+    try:  # None: several right answers, any valid one counts
+        reference = hooks.reference(puzzle, meta) if hooks.reference is not None else None
     except ValueError as e:
         return f"{where}: {e}"
     if ensemble is not None:
@@ -108,21 +129,28 @@ def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, w
             mark = "  <- halts here: the answer is frozen" if k == halted_at else ""
             print(f"\nstep {k}: confidence {float(pred.per_step_confidence[k - 1, 0]):.3f}, "
                   f"{int(changed.sum())} cells changed{mark}")
-            print(hooks.format(grid, meta, changed))
+            print(show(hooks, grid, meta, changed))
             previous = grid
-    valid = bool(hooks.valid_fn(meta)(puzzle[None], answer[None])[0])
-    why = f" ({hooks.problem(puzzle, answer, meta)})" if not valid and hooks.problem is not None else ""
+    valid_fn = hooks.valid_fn(meta)
+    valid = bool(valid_fn(puzzle[None], answer[None])[0]) if valid_fn is not None else None
+    why = f" ({hooks.problem(puzzle, answer, meta)})" if valid is False and hooks.problem is not None else ""
     how = "halted" if halted_at else ("all steps" if not halt else "no halt before the last step")
     chosen = f", chosen by {ensemble['select']} among {ensemble['members']} members" if ensemble else ""
     print(f"\nanswer after {steps} supervision step{'s' if steps != 1 else ''} ({how}{chosen}), "
           f"halting confidence {confidence:.3f}:")
-    print(hooks.format(answer, meta))
-    if reference is None:
-        matches = "- (it has more than one; any of them is valid)"
+    print(show(hooks, answer, meta))
+    if valid is None:
+        checked = "valid: - (no rule check: the puzzle module has no valid_fn)"
+    else:
+        checked = f"valid ({hooks.validity}): {'yes' if valid else 'no'}{why}"
+    if hooks.reference is None:
+        matches = "matches: - (no reference answer: the puzzle module has no reference)"
+    elif reference is None:
+        matches = f"matches {hooks.solution}: - (it has more than one; any of them is valid)"
     else:
         wrong = int((answer != reference).sum())
-        matches = "yes" if wrong == 0 else f"no ({wrong} cells differ)"
-    print(f"valid ({hooks.validity}): {'yes' if valid else 'no'}{why}; matches {hooks.solution}: {matches}")
+        matches = f"matches {hooks.solution}: " + ("yes" if wrong == 0 else f"no ({wrong} cells differ)")
+    print(f"{checked}; {matches}")
     return None
 
 
@@ -134,9 +162,11 @@ def ensemble_answer(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndar
         transforms = transforms_for(hooks, meta, kind, K, seed)
     except ValueError as e:
         raise EvalError(f"--member-kind: {e}") from None
+    valid_fn = hooks.valid_fn(meta)
+    if rule == "valid" and valid_fn is None:
+        raise EvalError("--select valid: this puzzle type has no rule check (use vote, halt or first)")
     members = run_members(model, puzzle[None], K, kind, sigma, steps, K, device, dtype, transforms, halt=halt,
                           seed=seed)
-    valid_fn = hooks.valid_fn(meta)
     valid = member_validity(members, puzzle[None], valid_fn)
     letters, names = [], {}
     for k in range(K):
@@ -149,7 +179,7 @@ def ensemble_answer(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndar
         right = "-" if reference is None else ("yes" if (members.answers[k, 0] == reference).all() else "no")
         first = int(members.first_halt[k, 0])
         print(f"  {k:>6} {letters[k]:>6} {float(members.logit[k, 0]):>8.3f} {first if first else '-':>8} "
-              f"{'yes' if valid[k, 0] else 'no':>5} {right:>5}")
+              f"{'-' if valid is None else 'yes' if valid[k, 0] else 'no':>5} {right:>5}")
     picks = {r: select(members, r, valid) for r in rules_for(valid_fn)}
     print("  chosen: " + ", ".join(f"{r} -> member {int(c['member'][0])} ({letters[int(c['member'][0])]})"
                                    for r, c in picks.items()))
@@ -160,7 +190,8 @@ def ensemble_answer(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndar
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("puzzle", nargs="?", help="the puzzle: a Sudoku of 16, 36 or 81 cells (digits for givens, "
-                                                  "'.' or '0' for blanks), or a maze (N lines of N cells: '#', '.', 'S', 'G')")
+                                                  "'.' or '0' for blanks), a maze (N lines of N cells: '#', '.', 'S', "
+                                                  "'G'), or the token ids of a puzzle type without a parse hook")
     parser.add_argument("--file", help="a file with one puzzle per line (instead of the argument)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="trained checkpoint (best.pt or last.pt)")
     parser.add_argument("--steps", action="store_true", help="print the answer after every supervision step")

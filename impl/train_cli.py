@@ -2,10 +2,11 @@
 
     python impl/train_trm.py [--config FILE.json] [--resume] [--no-progress] [--check]
 
---config deep-merges a JSON file over the script's RUN_CONFIG; every value is checked before any
-work (check_config), naming the file and the dotted key; --resume without --config continues
-with the config saved in last.pt. Errors a user can fix end in one line `error: ...` and exit
-status 1; SIGINT/SIGTERM save last.pt and exit 128 + the signal number.
+--config deep-merges a JSON file over the script's RUN_CONFIG, to which expand_base first adds the
+sections the file's choices bring (a puzzle type's data.<name> defaults); every value is checked
+before any work (check_config), naming the file and the dotted key; --resume without --config
+continues with the config saved in last.pt. Errors a user can fix end in one line `error: ...`
+and exit status 1; SIGINT/SIGTERM save last.pt and exit 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -27,6 +28,18 @@ from trm import LOSSES, TRMConfig
 
 OPTIMIZERS = ("adamw", "adam_atan2")
 LR_DECAY_OVER = ("steps", "time")
+
+
+def expand_base(base: dict, override: dict) -> dict:
+    """A copy of base with the sections that override's choices bring, where base lacks them: the
+    data.<name> defaults (the module's CONFIG) of each puzzle type that base or override names in
+    data.puzzle or data.sources. Every merge of an override over a RUN_CONFIG goes through here
+    (--config, --resume, evaluation --data-config), so the override may set those keys."""
+    expanded = copy.deepcopy(base)
+    data = override.get("data") if isinstance(override, dict) else None
+    if isinstance(base.get("data"), dict):
+        expanded["data"] = puzzles.data_defaults(base["data"], data)
+    return expanded
 
 
 def check_config(config: dict, source: str = "config") -> None:
@@ -93,9 +106,13 @@ def cli(argv: list[str] | None, base: dict, main: Callable[..., dict], doc: str 
         if args.resume and not args.config:  # continue the run with the config it was started with
             path = Path(base["training"]["runs_dir"]) / base["training"]["run_name"] / "last.pt"
             source = str(path)
-            config = merge_config(base, load_checkpoint(path)["config"], source)
+            saved = load_checkpoint(path)["config"]
+            try:
+                config = merge_config(expand_base(base, saved), saved, source)
+            except ConfigError as e:
+                raise ConfigError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
         else:
-            config = load_config(args.config, base) if args.config else copy.deepcopy(base)
+            config = load_config(args.config, base, expand_base) if args.config else expand_base(base, {})
         check_config(config, source)
         if check is not None:
             check(config, source)
