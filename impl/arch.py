@@ -81,6 +81,22 @@ def upgrade(model: dict) -> dict:
     return model
 
 
+def model_defaults(model: dict, override: object = None) -> dict:
+    """A copy of a RUN_CONFIG's model section with the keys an override may set beside its own:
+    the keys of the arch the override (its model section, possibly ill-typed) chooses, and the old
+    variant keys it uses (upgrade maps them). Raises ValueError for an arch that does not exist."""
+    model = dict(model)
+    override = override if isinstance(override, dict) else {}
+    for key in LEGACY_KEYS:
+        if key in override and key not in model:
+            model[key] = LEGACY_OFF[key]
+    chosen = upgrade({**model, **override}).get("arch", "trm")
+    if isinstance(chosen, str):  # else the merge names the wrong type
+        for key, default in own_keys(chosen).items():
+            model.setdefault(key, default)
+    return model
+
+
 def rules(cfg: TRMConfig) -> list[tuple[str, bool, str]]:
     """(key, ok, why) for every value of a model config, the variant's own rules last."""
     at_least = {"vocab_size": 2, "n_prefix": 0, **dict.fromkeys((
@@ -89,7 +105,7 @@ def rules(cfg: TRMConfig) -> list[tuple[str, bool, str]]:
     choices = {"gradient": ("last_cycle", "one_step"), "pos_encoding": ("rope", "learned", "none"),
                "mlp_t_norm": ("sequence", "hidden"), "prefix_learned": ("first", "all")}
     return [(key, getattr(cfg, key) >= low, f"must be >= {low}") for key, low in at_least.items()] + [
-        (key, getattr(cfg, key) in allowed, f"must be one of {', '.join(allowed)}")
+        (key, getattr(cfg, key) in allowed, f"must be {', '.join(allowed[:-1])} or {allowed[-1]}")
         for key, allowed in choices.items()] + [
         ("expansion", cfg.expansion > 0, "must be > 0"),
         ("halt_exploration_prob", 0.0 <= cfg.halt_exploration_prob <= 1.0, "must be in [0, 1]"),

@@ -18,27 +18,34 @@ from typing import Callable
 
 import puzzles
 import rundir
+from arch import model_config, model_defaults, upgrade
 from checkpoint import load_checkpoint
 from config import check_rules, load_config, merge_config
 from device import DTYPES
 from ensemble import check_members
 from errors import ConfigError, run_cli
 from loggers import WANDB_MODES, check_packages
-from trm import LOSSES, TRMConfig
+from trm import LOSSES
 
 OPTIMIZERS = ("adamw", "adam_atan2")
 LR_DECAY_OVER = ("steps", "time")
 
 
 def expand_base(base: dict, override: dict) -> dict:
-    """A copy of base with the sections that override's choices bring, where base lacks them: the
+    """A copy of base with the keys that override's choices bring, where base lacks them: the
     data.<name> defaults (the module's CONFIG) of each puzzle type that base or override names in
-    data.puzzle or data.sources. Every merge of an override over a RUN_CONFIG goes through here
-    (--config, --resume, evaluation --data-config), so the override may set those keys."""
+    data.puzzle or data.sources, and the model keys of the model.arch it chooses (arch.model_defaults,
+    which also admits the old variant keys). Every merge of an override over a RUN_CONFIG goes
+    through here (--config, --resume, evaluation --data-config), so the override may set those keys."""
     expanded = copy.deepcopy(base)
-    data = override.get("data") if isinstance(override, dict) else None
+    part = (lambda key: override.get(key)) if isinstance(override, dict) else (lambda key: None)
     if isinstance(base.get("data"), dict):
-        expanded["data"] = puzzles.data_defaults(base["data"], data)
+        expanded["data"] = puzzles.data_defaults(base["data"], part("data"))
+    if isinstance(base.get("model"), dict):
+        try:
+            expanded["model"] = model_defaults(base["model"], part("model"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return expanded
 
 
@@ -75,7 +82,7 @@ def check_config(config: dict, source: str = "config") -> None:
     check_rules(config, rules, source)
     try:
         rundir.check_run_name(t["run_name"])
-        TRMConfig(vocab_size=2, seq_len=1, **config["model"])
+        model_config(config["model"], vocab_size=2, seq_len=1)
         tt = t["test_time"]
         check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.",
                       tt["first_round"])
@@ -113,6 +120,10 @@ def cli(argv: list[str] | None, base: dict, main: Callable[..., dict], doc: str 
                 raise ConfigError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
         else:
             config = load_config(args.config, base, expand_base) if args.config else expand_base(base, {})
+        try:
+            config["model"] = upgrade(config["model"])  # old variant keys (separate_nets: true) -> model.arch
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
         check_config(config, source)
         if check is not None:
             check(config, source)

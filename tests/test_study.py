@@ -10,7 +10,7 @@ import pytest
 import study
 import train_trm
 from config import merge_config
-from train_cli import check_config
+from train_cli import check_config, expand_base
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,4 +123,4 @@ def test_every_shipped_study_file_loads_and_each_setting_passes_the_checks(path)
         override = json.loads(json.dumps(study_file["base"]))
         for key, value in setting.items():
             study.set_dotted(override, key, value)
-        check_config(merge_config(train_trm.RUN_CONFIG, override, path), path)
+        check_config(merge_config(expand_base(train_trm.RUN_CONFIG, override), override, path), path)
