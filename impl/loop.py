@@ -29,21 +29,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import arch
 import distributed
 import puzzles
 import rundir
 from adam_atan2 import AdamATan2
-from checkpoint import (LEGACY_MODEL_CONFIG, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state,
-                        write_text_atomic)
-from config import check_resume_config
+from checkpoint import LEGACY_MODEL_CONFIG, load_checkpoint, load_weights, save_checkpoint, write_text_atomic
+from config import check_resume_config, config_changes
 from device import check_memory, cpu_description, pick_device, pick_dtype
 from ensemble import evaluate_ensemble, format_rules, transforms_for
 from errors import ConfigError, Interrupted, NonFiniteLoss
 from loggers import RunLog
 from metrics import evaluate
-from puzzle_dataset import TrainSampler, training_labels
+from puzzle_dataset import PuzzleSplit, TrainSampler, training_labels
+from run_state import RunState, Slots, empty_slots
 from sign_sgd import SparseSignSGD
-from trm import Carry, TRMConfig, count_parameters, trm_loss
+from trm import Carry, StepLoss, TRMConfig, count_parameters, trm_loss
 
 # Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.eval_every", "training.ckpt_every",
@@ -53,17 +54,6 @@ RESUMABLE_CHANGES = ("training.max_steps", "training.time_limit_min", "training.
                      "training.test_time.seed", "training.test_time.first_round",
                      "training.device", "training.compile", "training.runs_dir", "data.data_dir",
                      "data.force_download", "data.maze.force_download")
-
-
-@dataclass
-class Slots:
-    """The examples in flight: tokens, labels, carry and supervision steps taken, per slot."""
-    inputs: torch.Tensor   # (B, seq_len)
-    labels: torch.Tensor   # (B, seq_len), IGNORE_LABEL where there is no target
-    carry: Carry
-    steps: torch.Tensor    # (B,)
-    halted: torch.Tensor   # (B,) bool: this slot takes a new example before the next step
-    puzzle_ids: torch.Tensor | None = None  # (B,) each example's puzzle identifier (its puzzle embedding)
 
 
 @dataclass
@@ -202,14 +192,16 @@ def format_record(r: dict) -> str:
             f"{r['time_s']:.0f}s")
 
 
+
 # ----------------------------------------------------------------------------------------------
 # The run
 
 
 def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMConfig, dict], torch.nn.Module],
-        step_fn: StepFn) -> dict:
+        step_fn: StepFn, defaults: dict | None = None) -> dict:
     """Train with a full, checked config. Under torchrun each process trains its slice of the
-    global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks."""
+    global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks.
+    defaults: the script's RUN_CONFIG, to print only the keys that differ from it."""
     d = distributed.from_env()
     try:
         device, device_why = pick_device(config["training"]["device"], d.local_rank, local_processes=d.local_world_size)
@@ -230,7 +222,8 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
             if previous is not None:
                 print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
         with stop_signals() as stop:
-            result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop)
+            result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop,
+                           defaults)
         distributed.barrier(d)  # no process tears the group down while another still uses it
         return result
     finally:
@@ -239,30 +232,81 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
         distributed.shutdown()
 
 
-def eval_arrays(split, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs, training labels (IGNORE_LABEL where no target) and puzzle identifiers of a split's
-    first `limit` examples (0: all)."""
-    n = min(limit or split.n_examples, split.n_examples)
-    return np.array(split.inputs[:n]), split.labels_for_training(np.arange(n)), split.example_identifiers()[:n]
+def train(config: dict, resume: bool, progress: bool, build_model, step_fn: StepFn, d: distributed.Dist,
+          device: torch.device, device_why: str, stop: StopFlag, defaults: dict | None = None) -> dict:
+    """Set up (or resume), then per step: refill the slots, one training step, log, evaluate and
+    checkpoint, decide whether to stop; then the final test of the last and the best weights."""
+    t_cfg = config["training"]
+    run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    dtype = choose_dtype(t_cfg["dtype"], device, device_why, d)
+    data = load_data(config, d, progress)
+    mcfg = model_config(config, data.train.meta)
+    check_memory(mcfg, t_cfg["batch_size"], dtype, device)
+    state, training = build(config, mcfg, data, build_model, step_fn, d, device, dtype)
+    if resume:
+        resume_from(state, last_path, device, dtype)
+    elif d.is_main:
+        write_config(run_dir / "config.json", config, defaults, d)
+    run_log = open_log(run_dir, config, resume, state.step) if d.is_main else None
+    evaluator = Evaluator(data, t_cfg, mcfg, device, dtype, state.ema.model if state.ema is not None else state.model)
+
+    window = dict.fromkeys(WINDOW_KEYS, 0)
+    state.start_clock()
+    time_limit = t_cfg["time_limit_min"] * 60
+    state.model.train()
+    stop.armed = True
+    bar = tqdm(total=t_cfg["max_steps"], initial=state.step, desc="train", disable=not progress, dynamic_ncols=True)
+    while state.step < t_cfg["max_steps"]:
+        refill_slots(state, training)
+        out, parts, loss, lr = train_step(state, training, last_path)
+        advance_slots(state, out, parts, loss, window)
+        bar.update(1)
+        out_of_time, stopping = agree_on_time(state, stop, time_limit)
+
+        step = state.step
+        boundary = step == t_cfg["max_steps"] or out_of_time
+        if step % t_cfg["log_every"] == 0 or boundary:
+            if run_log is not None:
+                log_train(run_log, window, state, lr, bar)
+            window = dict.fromkeys(WINDOW_KEYS, 0)
+
+        early = None
+        if step % t_cfg["eval_every"] == 0 or boundary:
+            metrics = evaluate_and_checkpoint(state, evaluator, run_log, last_path, best_path)
+            early = early_stop(state, metrics, t_cfg)
+        elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
+            save_last(state, last_path)
+
+        if stopping:
+            bar.close()
+            signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
+                              f"(continue with --resume)", signum)
+        if out_of_time:
+            print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
+            break
+        if early is not None:
+            report_early_stop(state, early, t_cfg, evaluator.select_name, run_log)
+            break
+    bar.close()
+    return final_test(state, evaluator, run_log, run_dir, best_path)
 
 
-def by_source(metrics: dict) -> str:
-    """' | sudoku exact 0.9, maze exact 0.5' for a mixed dataset's metrics ('' otherwise)."""
-    groups = metrics.get("by_source", {})
-    return "".join(f" | {name} exact {m['exact_acc']:.4f}" for name, m in groups.items())
+# ----------------------------------------------------------------------------------------------
+# Set-up
 
 
 def model_config(config: dict, meta) -> TRMConfig:
-    return TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                     num_puzzle_identifiers=meta.num_puzzle_identifiers, **config["model"])
+    """The model section checked, with the dataset's shapes (impl/arch.py)."""
+    return arch.model_config(config["model"], vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                             num_puzzle_identifiers=meta.num_puzzle_identifiers)
 
 
-def train(config: dict, resume: bool, progress: bool, build_model, step_fn: StepFn, d: distributed.Dist,
-          device: torch.device, device_why: str, stop: StopFlag) -> dict:
-    d_cfg, t_cfg = config["data"], config["training"]
-    run_dir = Path(t_cfg["runs_dir"]) / t_cfg["run_name"]
-    dtype, dtype_why = pick_dtype(t_cfg["dtype"], device)
-    if d.enabled and t_cfg["dtype"] == "auto" and device.type == "cpu":
+def choose_dtype(choice: str, device: torch.device, device_why: str, d: distributed.Dist) -> torch.dtype:
+    """The compute dtype, the same on every process; prints the first screen's device lines."""
+    dtype, dtype_why = pick_dtype(choice, device)
+    if d.enabled and choice == "auto" and device.type == "cpu":
         # Each process timed its own CPU: all use bf16, or none does. (A collective: every process.)
         all_bf16 = float(distributed.mean(torch.tensor(float(dtype == torch.bfloat16)), d)) == 1.0
         if dtype == torch.bfloat16 and not all_bf16:
@@ -271,20 +315,41 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
            f"threads: {torch.get_num_threads()}; processes: {d.world_size}")
     if device.type == "cpu":
         print0(f"cpu: {cpu_description()}")
+    return dtype
 
+
+def load_data(config: dict, d: distributed.Dist, progress: bool) -> puzzles.Data:
+    """The run's puzzles: rank 0 builds the dataset first, then the others read it."""
     if not d.is_main:
-        distributed.barrier(d)  # rank 0 builds the dataset first, then the others read it
-    data = puzzles.load(d_cfg, progress=progress)
+        distributed.barrier(d)
+    data = puzzles.load(config["data"], progress=progress)
     if d.is_main:
         distributed.barrier(d)
     print0(f"data: {data.description}")
-    train_split, meta = data.train, data.train.meta
-    if t_cfg["batch_size"] * d.world_size > train_split.n_examples:
-        print0(f"note: training.batch_size {t_cfg['batch_size']} x {d.world_size} process(es) is more than the "
-               f"{train_split.n_examples} training examples: the same ones will be in flight more than once")
-    mcfg = model_config(config, meta)
-    check_memory(mcfg, t_cfg["batch_size"], dtype, device)
+    batch_size, n = config["training"]["batch_size"], data.train.n_examples
+    if batch_size * d.world_size > n:
+        print0(f"note: training.batch_size {batch_size} x {d.world_size} process(es) is more than the "
+               f"{n} training examples: the same ones will be in flight more than once")
+    return data
 
+
+@dataclass
+class Training:
+    """What a step uses besides the RunState: rebuilt from the config at every start, never saved."""
+    trained: torch.nn.Module            # the model as the step runs it: DDP-wrapped under torchrun
+    sparse: SparseSignSGD | None        # sign-SGD of the puzzle embeddings (their rows are in the model)
+    split: PuzzleSplit                  # the training split
+    example_ids: np.ndarray             # the puzzle identifier of every training example
+    augment: Callable | None            # the puzzle's augmentation (None: off)
+    step_fn: StepFn
+    device: torch.device
+
+
+def build(config: dict, mcfg: TRMConfig, data: puzzles.Data, build_model, step_fn: StepFn, d: distributed.Dist,
+          device: torch.device, dtype: torch.dtype) -> tuple[RunState, Training]:
+    """A fresh run seeded from training.seed: the model, its optimizers and EMA, the compiled and
+    DDP-wrapped step model, the sampler and empty slots (a resumed run then loads over them)."""
+    t_cfg = config["training"]
     random.seed(t_cfg["seed"])
     np.random.seed(t_cfg["seed"])
     torch.manual_seed(t_cfg["seed"])
@@ -312,290 +377,336 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
         model, find_unused_parameters=getattr(model, "ddp_find_unused", False), broadcast_buffers=False)
         if d.enabled else model)
     # Every process runs the same sampler and halting draws over the global batch, and keeps its slice.
+    train_split = data.train
     sampler = TrainSampler(train_split, t_cfg["seed"])
-    example_ids = train_split.example_identifiers().astype(np.int64)  # the puzzle identifier of every example
-    augment = data.hooks.augment if d_cfg["augment"] and data.hooks is not None else None
+    example_ids = train_split.example_identifiers().astype(np.int64)
+    augment = data.hooks.augment if config["data"]["augment"] and data.hooks is not None else None
     halt_gen = torch.Generator().manual_seed(t_cfg["seed"])
+    B = t_cfg["batch_size"]                               # examples per process
+    slots = empty_slots(model, B, B * d.world_size, mcfg.seq_len, device, dtype)
+    state = RunState(model, optimizer, ema, sampler, halt_gen, slots, config, mcfg, train_split.meta.to_json(), d,
+                     mine=slice(d.rank * B, (d.rank + 1) * B))
+    return state, Training(trained, sparse, train_split, example_ids, augment, step_fn, device)
 
-    B, S = t_cfg["batch_size"], mcfg.seq_len             # B examples per process
-    G = B * d.world_size                                  # global batch
-    mine = slice(d.rank * B, (d.rank + 1) * B)            # this process's slots
-    slots = Slots(inputs=torch.zeros(G, S, dtype=torch.long, device=device),
-                  labels=torch.zeros(G, S, dtype=torch.long, device=device),
-                  carry=model.initial_carry(B, device, dtype),
-                  steps=torch.zeros(G, dtype=torch.long, device=device),
-                  halted=torch.ones(G, dtype=torch.bool, device=device),
-                  puzzle_ids=torch.zeros(G, dtype=torch.long, device=device))
-    step, best_exact, best_step, elapsed_before = 0, -1.0, 0, 0.0
-    stale_evals = 0                                       # evaluations since the last improvement (patience)
-    eval_time = 0.0                                       # seconds spent in evaluations during training
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
-    if resume:
-        ckpt = load_checkpoint(last_path)
-        for change in check_resume_config(ckpt["config"], config, last_path, RESUMABLE_CHANGES,
-                                          {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
-            print0(f"resume: {change}")
-        s = ckpt["slots"]
-        if s["inputs"].shape[0] != G:
-            raise ConfigError(f"{last_path}: saved with a global batch of {s['inputs'].shape[0]} examples; "
-                              f"this run has {G} (batch_size {B} x {d.world_size} processes)")
-        load_weights(model, ckpt["model"], last_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ema is not None:
-            load_weights(ema.model, ckpt["ema"], last_path)
-            ema.updates = ckpt["ema_updates"]
-        sampler.load_state_dict(ckpt["sampler"])
-        halt_gen.set_state(ckpt["halt_gen"])
-        slots = Slots(s["inputs"].to(device), s["labels"].to(device),
-                      Carry(s["y"][:, mine].to(device, dtype), s["z"][:, mine].to(device, dtype)),
-                      s["steps"].to(device), s["halted"].to(device),
-                      s.get("puzzle_ids", torch.zeros(G, dtype=torch.long)).to(device))
-        step, best_exact, elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
-        best_step = ckpt.get("best_step", 0)
-        eval_time = ckpt.get("eval_time", 0.0)
-        stale_evals = ckpt.get("stale_evals", 0)
-        set_rng_state(ckpt["rng"])
-        print0(f"resumed from {last_path} at step {step} (best exact {best_exact:.4f})")
-    elif d.is_main:
-        resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                           "numpy": np.__version__}, "processes": d.world_size}
-        write_text_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-        print0("config:", json.dumps(config))
+def resume_from(state: RunState, last_path: Path, device: torch.device, dtype: torch.dtype) -> None:
+    """Load last.pt over a fresh state, after checking that the config changed only where a resumed
+    run can honour it (and saying what changed)."""
+    ckpt = load_checkpoint(last_path)
+    for change in check_resume_config(ckpt["config"], state.config, last_path, RESUMABLE_CHANGES,
+                                      {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
+        print0(f"resume: {change}")
+    state.load_state_dict(ckpt, last_path, device, dtype)
+    print0(f"resumed from {last_path} at step {state.step} (best exact {state.best_exact:.4f})")
 
+
+def config_line(config: dict, defaults: dict | None, saved: Path) -> str:
+    """The first screen's config line: the keys that differ from the script's RUN_CONFIG (as nanoGPT
+    prints its overrides); the whole config is in the run folder."""
+    if defaults is None:
+        return f"config: full config in {saved}"
+    changes = config_changes(defaults, config)
+    if not changes:
+        return f"config: RUN_CONFIG unchanged; full config in {saved}"
+    def shown(value) -> str:  # as a JSON override file spells it
+        return "absent" if value == "<absent>" else json.dumps(value)
+
+    listed = ", ".join(f"{key} {shown(new)} (default {shown(old)})" for key, old, new in changes)
+    verb = "key differs" if len(changes) == 1 else "keys differ"
+    return f"config: {len(changes)} {verb} from RUN_CONFIG: {listed}; full config in {saved}"
+
+
+def write_config(path: Path, config: dict, defaults: dict | None, d: distributed.Dist) -> None:
+    """A fresh run's resolved config, with the versions it ran on, before step 0 (rank 0)."""
+    resolved = {**config, "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                       "numpy": np.__version__}, "processes": d.world_size}
+    write_text_atomic(path, json.dumps(resolved, indent=2) + "\n")
+    print0(config_line(config, defaults, path))
+
+
+def open_log(run_dir: Path, config: dict, resume: bool, step: int) -> RunLog:
+    """The run's log (rank 0). A resumed run first drops the records after its checkpoint's step:
+    the steps after it are trained again."""
     log_path = run_dir / "log.jsonl"
-    if resume and d.is_main and log_path.exists():  # records after the checkpoint will be written again
+    if resume and log_path.exists():
         kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
         write_text_atomic(log_path, "".join(line + "\n" for line in kept))
+    return RunLog(run_dir, config, resume)
 
-    run_log = RunLog(run_dir, config, resume) if d.is_main else None
-    log = run_log.write if run_log is not None else None
 
-    def checkpoint_state() -> dict:
-        """Collective: every process contributes its carry; only rank 0 uses the result."""
-        y = distributed.gather_cat(slots.carry.y.float(), d, dim=1).cpu()   # (L, G, D)
-        z = distributed.gather_cat(slots.carry.z.float(), d, dim=1).cpu()
-        return {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.model.state_dict() if ema is not None else None,
-            "ema_updates": ema.updates if ema is not None else 0,
-            "step": step, "best_exact": best_exact, "best_step": best_step, "stale_evals": stale_evals,
-            "eval_time": eval_time,
-            "elapsed": elapsed_before + (time.time() - t_start),
-            "config": config, "model_config": vars(mcfg), "dataset": meta.to_json(),
-            "sampler": sampler.state_dict(), "halt_gen": halt_gen.get_state(), "rng": rng_state(),
-            "slots": {"inputs": slots.inputs.cpu(), "labels": slots.labels.cpu(), "y": y, "z": z,
-                      "steps": slots.steps.cpu(), "halted": slots.halted.cpu(), "puzzle_ids": slots.puzzle_ids.cpu()},
-        }
+def eval_arrays(split, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, training labels (IGNORE_LABEL where no target) and puzzle identifiers of a split's
+    first `limit` examples (0: all)."""
+    n = min(limit or split.n_examples, split.n_examples)
+    return np.array(split.inputs[:n]), split.labels_for_training(np.arange(n)), split.example_identifiers()[:n]
 
-    eval_model = ema.model if ema is not None else model
-    eval_N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
-    valid_fn = data.hooks.valid_fn(meta) if data.hooks is not None else None
-    tt = t_cfg["test_time"]
-    if tt["members"] > 1:  # what the final test's ensemble needs, checked before any training
-        if tt["select"] == "valid" and valid_fn is None:
-            raise ConfigError("training.test_time.select: 'valid' needs a rule check, and this dataset's puzzle type "
-                              "has none (use vote, halt or first)")
-        try:
-            transforms_for(data.hooks, data.test.meta, tt["member_kind"], 1, tt["seed"])
-        except ValueError as e:
-            raise ConfigError(f"training.test_time.member_kind: {e}") from None
-    # best.pt is chosen on the validation split; the test split is read only at the end, for the
-    # last and the best checkpoint. Without a validation split, the test split chooses (and says so).
-    select_name = "val" if data.val is not None else "test"
-    if data.val is None:
-        print0("note: no validation split (data.n_val, data.val_subset): best.pt is chosen on the test split, "
-               "so its test figure is optimistic")
-    # Evaluations during training read at most eval_limit examples and may stop a puzzle once its
-    # answer is settled (eval_stop_unchanged); the final test reads the whole split, all N_sup steps.
-    during = eval_arrays(data.val if data.val is not None else data.test, t_cfg["eval_limit"])
-    final = {"test": eval_arrays(data.test, 0)}
 
-    def run_eval(split: str, net: torch.nn.Module = eval_model) -> dict:
-        inputs, labels, ids = during if split == "during" else final[split]
-        groups = data.hooks.groups(inputs) if data.hooks is not None else {}  # a mixed dataset: by source
-        if split == "during":
-            return {**evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype,
-                               valid_fn=valid_fn, stop_unchanged=t_cfg["eval_stop_unchanged"], puzzle_ids=ids,
-                               breakdowns=groups),
-                    "stop_unchanged": t_cfg["eval_stop_unchanged"]}
+def by_source(metrics: dict) -> str:
+    """' | sudoku exact 0.9, maze exact 0.5' for a mixed dataset's metrics ('' otherwise)."""
+    groups = metrics.get("by_source", {})
+    return "".join(f" | {name} exact {m['exact_acc']:.4f}" for name, m in groups.items())
+
+
+class Evaluator:
+    """Evaluations during training and the final test, on the weights evaluation reads (the EMA's
+    when there is one). best.pt is chosen on the validation split; the test split is read only at
+    the end, for the last and the best checkpoint. Without a validation split, the test split
+    chooses (and says so)."""
+
+    def __init__(self, data: puzzles.Data, t_cfg: dict, mcfg: TRMConfig, device: torch.device, dtype: torch.dtype,
+                 net: torch.nn.Module) -> None:
+        self.data, self.t_cfg, self.device, self.dtype, self.net = data, t_cfg, device, dtype, net
+        self.N_sup = t_cfg["eval_N_sup"] or mcfg.N_sup
+        self.valid_fn = data.hooks.valid_fn(data.train.meta) if data.hooks is not None else None
         tt = t_cfg["test_time"]
-        if tt["members"] > 1:  # the final test as an ensemble (impl/ensemble.py)
+        if tt["members"] > 1:  # what the final test's ensemble needs, checked before any training
+            if tt["select"] == "valid" and self.valid_fn is None:
+                raise ConfigError("training.test_time.select: 'valid' needs a rule check, and this dataset's puzzle "
+                                  "type has none (use vote, halt or first)")
+            try:
+                transforms_for(data.hooks, data.test.meta, tt["member_kind"], 1, tt["seed"])
+            except ValueError as e:
+                raise ConfigError(f"training.test_time.member_kind: {e}") from None
+        self.select_name = "val" if data.val is not None else "test"
+        if data.val is None:
+            print0("note: no validation split (data.n_val, data.val_subset): best.pt is chosen on the test split, "
+                   "so its test figure is optimistic")
+        # Evaluations during training read at most eval_limit examples and may stop a puzzle once its
+        # answer is settled (eval_stop_unchanged); the final test reads the whole split, all N_sup steps.
+        self.during_arrays = eval_arrays(data.val if data.val is not None else data.test, t_cfg["eval_limit"])
+        self.test_arrays = eval_arrays(data.test, 0)
+
+    def groups(self, inputs: np.ndarray) -> dict:
+        """A mixed dataset's examples by source, for the figures per source ({} otherwise)."""
+        return self.data.hooks.groups(inputs) if self.data.hooks is not None else {}
+
+    def during(self) -> dict:
+        """The evaluation that chooses best.pt and drives the early stops."""
+        t = self.t_cfg
+        inputs, labels, ids = self.during_arrays
+        return {**evaluate(self.net, inputs, labels, self.N_sup, t["eval_batch_size"], self.device, self.dtype,
+                           valid_fn=self.valid_fn, stop_unchanged=t["eval_stop_unchanged"], puzzle_ids=ids,
+                           breakdowns=self.groups(inputs)),
+                "stop_unchanged": t["eval_stop_unchanged"]}
+
+    def test(self, net: torch.nn.Module | None = None) -> dict:
+        """The final test of net (default: the weights evaluation reads): an ensemble
+        (impl/ensemble.py) when training.test_time.members > 1."""
+        t, tt, net = self.t_cfg, self.t_cfg["test_time"], net if net is not None else self.net
+        inputs, labels, ids = self.test_arrays
+        groups = self.groups(inputs)
+        if tt["members"] > 1:
             return evaluate_ensemble(net, inputs, labels, tt["members"], tt["member_kind"], tt["sigma"], tt["select"],
-                                     eval_N_sup, t_cfg["eval_batch_size"], device, dtype, data.hooks, data.test.meta,
-                                     valid_fn, puzzle_ids=ids, seed=tt["seed"], first_round=tt["first_round"])
-        return evaluate(net, inputs, labels, eval_N_sup, t_cfg["eval_batch_size"], device, dtype, valid_fn=valid_fn,
-                        puzzle_ids=ids, breakdowns=groups)
+                                     self.N_sup, t["eval_batch_size"], self.device, self.dtype, self.data.hooks,
+                                     self.data.test.meta, self.valid_fn, puzzle_ids=ids, seed=tt["seed"],
+                                     first_round=tt["first_round"])
+        return evaluate(net, inputs, labels, self.N_sup, t["eval_batch_size"], self.device, self.dtype,
+                        valid_fn=self.valid_fn, puzzle_ids=ids, breakdowns=groups)
 
-    window = dict.fromkeys(WINDOW_KEYS, 0)
-    t_start = time.time()
-    elapsed = elapsed_before  # seconds of this run so far (every process agrees: see below)
-    time_limit = t_cfg["time_limit_min"] * 60
-    metrics: dict = {}
-    model.train()
-    stop.armed = True
-    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc="train", disable=not progress, dynamic_ncols=True)
-    while step < t_cfg["max_steps"]:
-        # 1. Examples that halted leave; the sampler fills their slots, with a fresh carry.
-        if bool(slots.halted.any()):
-            idx = slots.halted.nonzero().squeeze(1)
-            chosen = sampler.next(len(idx))
-            new_inputs, new_labels = np.asarray(train_split.inputs[chosen]), np.asarray(train_split.labels[chosen])
-            if augment is not None:
-                new_inputs, new_labels = augment(new_inputs, new_labels, meta, sampler.rng)
-            slots.inputs[idx] = torch.from_numpy(new_inputs.astype(np.int64)).to(device)
-            slots.labels[idx] = torch.from_numpy(training_labels(new_labels, meta)).to(device)
-            slots.puzzle_ids[idx] = torch.from_numpy(example_ids[chosen]).to(device)
-            slots.carry = model.reset_carry(slots.carry, slots.halted[mine])
-            slots.steps = torch.where(slots.halted, 0, slots.steps)
 
-        # 2. Learning rate.
-        lr = lr_at(step, t_cfg, elapsed)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+# ----------------------------------------------------------------------------------------------
+# A step: refill the slots, train, halt
 
-        # 3. One supervision step on this process's slots: forward through T cycles, backward
-        #    through the last one.
-        local = Slots(slots.inputs[mine], slots.labels[mine], slots.carry, slots.steps[mine], slots.halted[mine],
-                      slots.puzzle_ids[mine])
-        out = step_fn(trained, local, config)
-        parts = trm_loss(out.logits, out.q_logit if out.halt_logit is None else out.halt_logit, local.labels,
-                         t_cfg["loss"], t_cfg["halt_loss_weight"])
-        loss = parts.loss + sum(out.extra_losses.values())
-        finite = bool(torch.isfinite(loss))
-        if d.enabled:  # every process stops together
-            finite = bool(distributed.mean(torch.tensor(float(finite)), d) == 1.0)
-        if not finite:
-            saved = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint was written yet"
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step + 1} (not finite); training stopped "
-                                f"before the update, nothing was saved over the checkpoints; {saved}")
-        loss.backward()
-        if t_cfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if sparse is not None:  # the rows of this step's puzzle embeddings, on the same schedule as lr
-            sparse.step(lr * t_cfg["puzzle_emb_lr"] / t_cfg["lr"])
-        if ema is not None:
-            ema.update(model)
-        step += 1
 
-        # 4. Halting, over the global batch, and the numbers for the log.
-        with torch.no_grad():
-            slots.carry = out.carry
-            q_all = distributed.gather_cat(out.q_logit.detach().float(), d)
-            solved_all = distributed.gather_cat(parts.solved, d)
-            token_all = distributed.gather_cat(parts.token_acc.float(), d)
-            slots.steps = slots.steps + 1
-            halted = slots.halted = halting_update(slots.steps, q_all, mcfg, halt_gen)
-            total = loss.detach()
-            logs = {**out.logs, **{f"{k}_share": float(v.detach() / total) for k, v in out.extra_losses.items()}}
-            names = sorted(logs)
-            scalars = torch.tensor([total.item(), parts.ce.item(), parts.halt.item()] + [float(logs[k]) for k in names])
-            scalars = distributed.mean(scalars, d).tolist()
-            for key, value in zip(["loss", "ce", "halt"] + names, scalars):
-                window[key] = window.get(key, 0.0) + value
-            window["halt_target"] += solved_all.float().mean().item()
-            window["n"] += 1
-            window["done"] += int(halted.sum())
-            window["exact"] += int((solved_all & halted).sum())
-            window["token"] += float(token_all[halted].sum())
-            window["steps"] += int(slots.steps[halted].sum())
+def refill_slots(state: RunState, training: Training) -> None:
+    """Examples that halted leave; the sampler fills their slots, with a fresh carry."""
+    slots = state.slots
+    if not bool(slots.halted.any()):
+        return
+    split, meta, device = training.split, training.split.meta, training.device
+    idx = slots.halted.nonzero().squeeze(1)
+    chosen = state.sampler.next(len(idx))
+    new_inputs, new_labels = np.asarray(split.inputs[chosen]), np.asarray(split.labels[chosen])
+    if training.augment is not None:
+        new_inputs, new_labels = training.augment(new_inputs, new_labels, meta, state.sampler.rng)
+    slots.inputs[idx] = torch.from_numpy(new_inputs.astype(np.int64)).to(device)
+    slots.labels[idx] = torch.from_numpy(training_labels(new_labels, meta)).to(device)
+    slots.puzzle_ids[idx] = torch.from_numpy(training.example_ids[chosen]).to(device)
+    slots.carry = state.model.reset_carry(slots.carry, slots.halted[state.mine])
+    slots.steps = torch.where(slots.halted, 0, slots.steps)
 
-        bar.update(1)
-        elapsed = elapsed_before + time.time() - t_start
-        out_of_time = time_limit > 0 and elapsed >= time_limit
-        stopping = stop.signum is not None
-        if d.enabled:  # every process must stop at the same step, and set the same learning rate
-            flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping), elapsed], dtype=torch.float64), d)
-            out_of_time, stopping, elapsed = bool(flags[0] > 0), bool(flags[1] > 0), float(flags[2])
-        boundary = step == t_cfg["max_steps"] or out_of_time
-        if step % t_cfg["log_every"] == 0 or boundary:
-            if d.is_main:
-                record = log_record(window, step, elapsed, lr)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
-                print0(format_record(record))
-                log({"kind": "train", **record})
-            window = dict.fromkeys(WINDOW_KEYS, 0)
 
-        patience_out = solved_out = False
-        if step % t_cfg["eval_every"] == 0 or boundary:
-            state = checkpoint_state()  # collective: all processes take part
-            if d.is_main:
-                eval_start = time.time()
-                metrics = run_eval("during")
-                eval_s = time.time() - eval_start
-                eval_time += eval_s
-                state["eval_time"] = eval_time
-                # A tie goes to the later checkpoint (trained longer: on a small validation split
-                # several evaluations often tie at the top); patience counts strict improvements.
-                improved = metrics["exact_acc"] >= best_exact
-                stale_evals = state["stale_evals"] = 0 if metrics["exact_acc"] > best_exact else stale_evals + 1
-                if improved:
-                    best_exact, best_step = state["best_exact"], state["best_step"] = metrics["exact_acc"], step
-                valid = f"valid {metrics['validity']:.4f} " if "validity" in metrics else ""
-                print0(f"eval {step:6d} | {select_name} token {metrics['token_acc']:.4f} blank {metrics['blank_acc']:.4f} "
-                       f"exact {metrics['exact_acc']:.4f} {valid}halt {metrics['halt_acc']:.4f} "
-                       f"(best exact {best_exact:.4f}, {eval_N_sup} steps, {metrics['n']} puzzles){by_source(metrics)}")
-                log({"kind": "eval", "split": select_name, "step": step,
-                     "time_s": round(elapsed_before + time.time() - t_start, 1), "eval_s": round(eval_s, 3), **metrics})
-                if improved:
-                    save_checkpoint(best_path, state)
-                save_checkpoint(last_path, state)
-            patience_out = t_cfg["patience"] > 0 and stale_evals >= t_cfg["patience"]
-            solved_out = 0 < t_cfg["stop_exact"] <= metrics.get("exact_acc", -1.0) and step < t_cfg["max_steps"]
-            if d.enabled:  # rank 0 alone evaluated: every process stops with it
-                flags = distributed.mean(torch.tensor([float(patience_out), float(solved_out)]), d)
-                patience_out, solved_out = bool(flags[0] > 0), bool(flags[1] > 0)
-        elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
-            state = checkpoint_state()
-            if d.is_main:
-                save_checkpoint(last_path, state)
-        if stopping:
-            bar.close()
-            signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
-                              f"(continue with --resume)", signum)
-        if out_of_time:
-            print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
-            break
-        if patience_out or solved_out:
-            key = "patience" if patience_out else "stop_exact"
-            why = (f"{stale_evals} evaluations without a better {select_name} exact accuracy (training.patience "
-                   f"{t_cfg['patience']}); best.pt is from step {best_step}" if patience_out else
-                   f"{select_name} exact accuracy {best_exact:.4f} >= training.stop_exact {t_cfg['stop_exact']:g} (0: off)")
-            print0(f"early stop at step {step}: {why}")
-            if d.is_main:
-                log({"kind": "early_stop", "step": step, "best_step": best_step, key: t_cfg[key]})
-            break
-    bar.close()
-    result = {"step": step, "best_exact_acc": best_exact, "best_step": best_step, "run_dir": str(run_dir)}
-    if d.is_main:
-        train_time = elapsed_before + time.time() - t_start
+def train_step(state: RunState, training: Training,
+               last_path: Path) -> tuple[StepOutput, StepLoss, torch.Tensor, float]:
+    """Set the learning rate, run one supervision step on this process's slots (forward through T
+    cycles, backward through the last one) and update the weights. Returns the step's output, its
+    loss parts, its total loss and the learning rate."""
+    t_cfg, d, s, mine = state.config["training"], state.d, state.slots, state.mine
+    lr = lr_at(state.step, t_cfg, state.elapsed)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    local = Slots(s.inputs[mine], s.labels[mine], s.carry, s.steps[mine], s.halted[mine], s.puzzle_ids[mine])
+    out = training.step_fn(training.trained, local, state.config)
+    parts = trm_loss(out.logits, out.q_logit if out.halt_logit is None else out.halt_logit, local.labels,
+                     t_cfg["loss"], t_cfg["halt_loss_weight"])
+    loss = parts.loss + sum(out.extra_losses.values())
+    finite = bool(torch.isfinite(loss))
+    if d.enabled:  # every process stops together
+        finite = bool(distributed.mean(torch.tensor(float(finite)), d) == 1.0)
+    if not finite:
+        saved = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint was written yet"
+        raise NonFiniteLoss(f"loss is {loss.item()} at step {state.step + 1} (not finite); training stopped "
+                            f"before the update, nothing was saved over the checkpoints; {saved}")
+    loss.backward()
+    if t_cfg["grad_clip"] > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), t_cfg["grad_clip"])
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if training.sparse is not None:  # the rows of this step's puzzle embeddings, on the same schedule as lr
+        training.sparse.step(lr * t_cfg["puzzle_emb_lr"] / t_cfg["lr"])
+    if state.ema is not None:
+        state.ema.update(state.model)
+    state.step += 1
+    return out, parts, loss, lr
+
+
+@torch.no_grad()
+def advance_slots(state: RunState, out: StepOutput, parts: StepLoss, loss: torch.Tensor, window: dict) -> None:
+    """The new carry and the halting decisions, over the global batch; the step's numbers go into
+    the log window (averaged over processes)."""
+    d, slots = state.d, state.slots
+    slots.carry = out.carry
+    q_all = distributed.gather_cat(out.q_logit.detach().float(), d)
+    solved_all = distributed.gather_cat(parts.solved, d)
+    token_all = distributed.gather_cat(parts.token_acc.float(), d)
+    slots.steps = slots.steps + 1
+    halted = slots.halted = halting_update(slots.steps, q_all, state.model_config, state.halt_gen)
+    total = loss.detach()
+    logs = {**out.logs, **{f"{k}_share": float(v.detach() / total) for k, v in out.extra_losses.items()}}
+    names = sorted(logs)
+    scalars = torch.tensor([total.item(), parts.ce.item(), parts.halt.item()] + [float(logs[k]) for k in names])
+    scalars = distributed.mean(scalars, d).tolist()
+    for key, value in zip(["loss", "ce", "halt"] + names, scalars):
+        window[key] = window.get(key, 0.0) + value
+    window["halt_target"] += solved_all.float().mean().item()
+    window["n"] += 1
+    window["done"] += int(halted.sum())
+    window["exact"] += int((solved_all & halted).sum())
+    window["token"] += float(token_all[halted].sum())
+    window["steps"] += int(slots.steps[halted].sum())
+
+
+def agree_on_time(state: RunState, stop: StopFlag, time_limit: float) -> tuple[bool, bool]:
+    """Update the run's clock; whether the time limit is reached, and whether a signal asked to
+    stop. Every process must stop at the same step and set the same learning rate: they agree."""
+    d = state.d
+    state.elapsed = state.clock()
+    out_of_time = time_limit > 0 and state.elapsed >= time_limit
+    stopping = stop.signum is not None
+    if d.enabled:
+        flags = distributed.mean(torch.tensor([float(out_of_time), float(stopping), state.elapsed],
+                                              dtype=torch.float64), d)
+        out_of_time, stopping, state.elapsed = bool(flags[0] > 0), bool(flags[1] > 0), float(flags[2])
+    return out_of_time, stopping
+
+
+# ----------------------------------------------------------------------------------------------
+# Log, evaluate and checkpoint, stop
+
+
+def log_train(run_log: RunLog, window: dict, state: RunState, lr: float, bar: tqdm) -> None:
+    """The log line of the interval that ends here (rank 0)."""
+    record = log_record(window, state.step, state.elapsed, lr)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", exact=f"{record['train_exact_acc']:.3f}")
+    print0(format_record(record))
+    run_log.write({"kind": "train", **record})
+
+
+def save_last(state: RunState, last_path: Path) -> None:
+    """Write last.pt. Collective: every process calls it; rank 0 writes."""
+    snapshot = state.state_dict()
+    if state.d.is_main:
+        save_checkpoint(last_path, snapshot)
+
+
+def evaluate_and_checkpoint(state: RunState, evaluator: Evaluator, run_log: RunLog | None, last_path: Path,
+                            best_path: Path) -> dict:
+    """Evaluate (rank 0), keep the best, write last.pt and, on a new best, best.pt. Collective:
+    every process calls it. Returns the metrics ({} on the other processes)."""
+    snapshot = state.state_dict()  # before the evaluation: its elapsed time is the training's
+    if not state.d.is_main:
+        return {}
+    eval_start = time.time()
+    metrics = evaluator.during()
+    eval_s = time.time() - eval_start
+    state.eval_time += eval_s
+    # A tie goes to the later checkpoint (trained longer: on a small validation split several
+    # evaluations often tie at the top); patience counts strict improvements.
+    improved = metrics["exact_acc"] >= state.best_exact
+    state.stale_evals = 0 if metrics["exact_acc"] > state.best_exact else state.stale_evals + 1
+    if improved:
+        state.best_exact, state.best_step = metrics["exact_acc"], state.step
+    snapshot.update(state.counters())
+    valid = f"valid {metrics['validity']:.4f} " if "validity" in metrics else ""
+    print0(f"eval {state.step:6d} | {evaluator.select_name} token {metrics['token_acc']:.4f} blank "
+           f"{metrics['blank_acc']:.4f} exact {metrics['exact_acc']:.4f} {valid}halt {metrics['halt_acc']:.4f} "
+           f"(best exact {state.best_exact:.4f}, {evaluator.N_sup} steps, {metrics['n']} puzzles){by_source(metrics)}")
+    run_log.write({"kind": "eval", "split": evaluator.select_name, "step": state.step,
+                   "time_s": round(state.clock(), 1), "eval_s": round(eval_s, 3), **metrics})
+    if improved:
+        save_checkpoint(best_path, snapshot)
+    save_checkpoint(last_path, snapshot)
+    return metrics
+
+
+def early_stop(state: RunState, metrics: dict, t_cfg: dict) -> str | None:
+    """After an evaluation: "patience" (that many evaluations without a better exact accuracy),
+    "stop_exact" (it was reached before max_steps) or None. Rank 0 alone evaluated: every process
+    stops with it."""
+    patience_out = t_cfg["patience"] > 0 and state.stale_evals >= t_cfg["patience"]
+    solved_out = 0 < t_cfg["stop_exact"] <= metrics.get("exact_acc", -1.0) and state.step < t_cfg["max_steps"]
+    if state.d.enabled:
+        flags = distributed.mean(torch.tensor([float(patience_out), float(solved_out)]), state.d)
+        patience_out, solved_out = bool(flags[0] > 0), bool(flags[1] > 0)
+    return "patience" if patience_out else "stop_exact" if solved_out else None
+
+
+def report_early_stop(state: RunState, key: str, t_cfg: dict, select_name: str, run_log: RunLog | None) -> None:
+    why = (f"{state.stale_evals} evaluations without a better {select_name} exact accuracy (training.patience "
+           f"{t_cfg['patience']}); best.pt is from step {state.best_step}" if key == "patience" else
+           f"{select_name} exact accuracy {state.best_exact:.4f} >= training.stop_exact {t_cfg['stop_exact']:g} (0: off)")
+    print0(f"early stop at step {state.step}: {why}")
+    if run_log is not None:
+        run_log.write({"kind": "early_stop", "step": state.step, "best_step": state.best_step, key: t_cfg[key]})
+
+
+# ----------------------------------------------------------------------------------------------
+# The final test
+
+
+def final_test(state: RunState, evaluator: Evaluator, run_log: RunLog | None, run_dir: Path, best_path: Path) -> dict:
+    """Test the last weights and best.pt's on the whole test split (rank 0): log, report, and return
+    the figures with the run's timing."""
+    result = {"step": state.step, "best_exact_acc": state.best_exact, "best_step": state.best_step,
+              "run_dir": str(run_dir)}
+    if state.d.is_main:
+        train_time = state.clock()
         test_start = time.time()
-        test_last = run_eval("test")
+        test_last = evaluator.test()
         test_best = test_last
-        if best_step != step and best_path.exists():  # the best checkpoint's weights, on the test split
-            best_net = copy.deepcopy(eval_model)
-            load_weights(best_net, load_checkpoint(best_path)["ema" if ema is not None else "model"], best_path)
-            test_best = run_eval("test", best_net)
-        for which, m, at in (("last", test_last, step), ("best", test_best, best_step)):
-            log({"kind": "test", "checkpoint": which, "step": at, **m})
+        if state.best_step != state.step and best_path.exists():  # the best checkpoint's weights, on the test split
+            best_net = copy.deepcopy(evaluator.net)
+            load_weights(best_net, load_checkpoint(best_path)["ema" if state.ema is not None else "model"], best_path)
+            test_best = evaluator.test(best_net)
+        for which, m, at in (("last", test_last, state.step), ("best", test_best, state.best_step)):
+            run_log.write({"kind": "test", "checkpoint": which, "step": at, **m})
         result.update(test_last, best_test=test_best)
         test_time = time.time() - test_start
-        total_time = elapsed_before + time.time() - t_start
+        total_time = state.clock()
         timing = {"time_s": round(total_time, 3), "train_loop_s": round(train_time, 3),
-                  "eval_during_s": round(eval_time, 3), "test_s": round(test_time, 3),
-                  "eval_share": round((eval_time + test_time) / max(total_time, 1e-9), 4)}
-        log({"kind": "timing", "step": step, **timing})
+                  "eval_during_s": round(state.eval_time, 3), "test_s": round(test_time, 3),
+                  "eval_share": round((state.eval_time + test_time) / max(total_time, 1e-9), 4)}
+        run_log.write({"kind": "timing", "step": state.step, **timing})
         run_log.close()
         result.update(timing)
         valid = f" valid {test_last['validity']:.4f}" if "validity" in test_last else ""
         if "test_time" in test_last:  # the final test was an ensemble: every rule's figures
             print0(format_rules(test_last["test_time"]))
-        print0(f"done: step {step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}{valid}; "
-               f"best.pt (step {best_step}, {select_name} exact {best_exact:.4f}): test exact "
-               f"{test_best['exact_acc']:.4f}{by_source(test_best)}; {total_time:.0f}s, of which evaluation {eval_time:.0f}s during "
-               f"training and {test_time:.0f}s final test ({100 * timing['eval_share']:.0f}%); checkpoints in {run_dir}")
-    result["time_s"] = elapsed_before + time.time() - t_start
+        print0(f"done: step {state.step}, test token {test_last['token_acc']:.4f} exact {test_last['exact_acc']:.4f}"
+               f"{valid}; best.pt (step {state.best_step}, {evaluator.select_name} exact {state.best_exact:.4f}): "
+               f"test exact {test_best['exact_acc']:.4f}{by_source(test_best)}; {total_time:.0f}s, of which "
+               f"evaluation {state.eval_time:.0f}s during training and {test_time:.0f}s final test "
+               f"({100 * timing['eval_share']:.0f}%); checkpoints in {run_dir}")
+    result["time_s"] = state.clock()
     return result
+

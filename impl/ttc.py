@@ -27,7 +27,7 @@ from pathlib import Path
 from checkpoint import write_atomic, write_text_atomic
 from ensemble import KINDS, RULES, choose, evaluate_ensemble, run_members_at, test_time_record, transforms_for
 from errors import ConfigError, run_cli
-from eval_data import load_for_eval
+from eval_data import EvalSetup, load_for_eval
 from flops import model_flops
 from metrics import predict_all, puzzle_metrics
 
@@ -146,100 +146,111 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
     return f"plot: {path}"
 
 
-def run(args: argparse.Namespace) -> dict:
-    """The sweep; returns {"rows", "files"}. Raises UserError."""
-    progress = not args.no_progress
-    e = load_for_eval(args.checkpoint, args.split, args.limit, args.data_config, args.device, args.dtype, progress)
-    model, ckpt, weights, device, dtype = e.model, e.ckpt, e.weights, e.device, e.dtype
-    data, split, inputs, labels, ids, hooks, valid_fn = e.data, e.split, e.inputs, e.labels, e.ids, e.hooks, e.valid_fn
-    device_line, data_from = e.device_line, e.data_from
-    selects = [s for s in args.selects if s != "valid" or valid_fn is not None]
-    kinds = list(args.kinds)
-    for kind in kinds:
+def check_sweep(args: argparse.Namespace, e: EvalSetup) -> tuple[list[str], Path]:
+    """The selection rules this puzzle type can score, and the output folder; a member kind the
+    puzzle cannot take or a folder that cannot be written stops the sweep before any work."""
+    selects = [s for s in args.selects if s != "valid" or e.valid_fn is not None]
+    for kind in args.kinds:
         try:
-            transforms_for(hooks, split.meta, kind, 1, args.seed)
-        except ValueError as e:
-            raise ConfigError(f"--kinds: {e}") from None
+            transforms_for(e.hooks, e.split.meta, kind, 1, args.seed)
+        except ValueError as err:
+            raise ConfigError(f"--kinds: {err}") from None
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out: cannot write to {out_dir} ({e.strerror or type(e).__name__})") from None
-    step_flops = model_flops(model.config, 1)["forward"]                  # one supervision step of one example
-    print(device_line)
-    print(f"checkpoint: {args.checkpoint} (step {ckpt.get('step', '?')}, {weights} weights; N_sup={model.config.N_sup})")
-    print(f"data: {data.description} [{data_from}]; split {args.split}, {len(inputs)} puzzles")
-    print(f"one supervision step of one example: {step_flops:.3e} FLOPs (forward)")
+    except OSError as err:
+        raise ConfigError(f"--out: cannot write to {out_dir} ({err.strerror or type(err).__name__})") from None
+    return selects, out_dir
 
-    def row(steps: int, K: int, kind: str, rule: str, m: dict, member_steps: float, wall: float, baseline: bool) -> dict:
-        n = max(len(inputs), 1)
-        return {"steps": steps, "members": K, "kind": kind, "sigma": args.sigma if kind in ("noise", "both") else 0.0,
+
+class Table:
+    """The sweep's rows, printed as they come: one per plain answer, one per rule of an ensemble."""
+
+    def __init__(self, args: argparse.Namespace, e: EvalSetup, selects: list[str], step_flops: float) -> None:
+        self.args, self.e, self.selects, self.step_flops = args, e, selects, step_flops
+        self.N_sup = e.model.config.N_sup
+        self.rows: list[dict] = []
+
+    def row(self, steps: int, K: int, kind: str, rule: str, m: dict, member_steps: float, wall: float,
+            baseline: bool) -> dict:
+        n = max(len(self.e.inputs), 1)
+        return {"steps": steps, "members": K, "kind": kind,
+                "sigma": self.args.sigma if kind in ("noise", "both") else 0.0,
                 "select": rule, "exact_acc": m["exact_acc"], "token_acc": m["token_acc"], "validity": m.get("validity"),
                 "agreement": m.get("agreement", 1.0), "member_steps_per_puzzle": member_steps,
-                "flops_per_puzzle": member_steps * step_flops, "wall_ms_per_puzzle": 1000 * wall / n,
-                "n": len(inputs), "baseline": baseline, "first_round": 0, "settled": 0.0}
+                "flops_per_puzzle": member_steps * self.step_flops, "wall_ms_per_puzzle": 1000 * wall / n,
+                "n": len(self.e.inputs), "baseline": baseline, "first_round": 0, "settled": 0.0}
 
-    rows = []
-    N_sup = model.config.N_sup
-    all_steps = sorted(set(args.steps) | {N_sup})                         # the plain answer at N_sup: the baseline
-    ensembles = [(K, kind) for K in args.members if K > 1 for kind in kinds]
-    one_run = not args.halt and args.first_round == 0                     # every step count read off one run
-
-    def affordable(K: int, steps: int) -> bool:
-        return not args.max_member_steps or K * steps <= args.max_member_steps
-
-    def plain_row(steps: int, answers, used: float, wall: float) -> None:
-        m = puzzle_metrics(inputs, labels, answers, valid_fn=valid_fn)
-        rows.append(row(steps, 1, "plain", "-", m, used, wall, baseline=steps == N_sup))
+    def plain(self, steps: int, answers, used: float, wall: float) -> None:
+        m = puzzle_metrics(self.e.inputs, self.e.labels, answers, valid_fn=self.e.valid_fn)
+        self.rows.append(self.row(steps, 1, "plain", "-", m, used, wall, baseline=steps == self.N_sup))
         print(f"steps {steps:4d} members  1 plain            exact {m['exact_acc']:.4f}"
-              + ("   <- baseline (N_sup)" if steps == N_sup else ""))
+              + ("   <- baseline (N_sup)" if steps == self.N_sup else ""))
 
-    def ensemble_rows(steps: int, K: int, kind: str, tt: dict) -> None:
-        for rule in selects:
-            rows.append({**row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"], tt["wall_s"],
-                               baseline=False),
-                         "first_round": tt["first_round"] if 0 < tt["first_round"] < K else 0,
-                         "settled": tt["settled"]})
+    def ensemble(self, steps: int, K: int, kind: str, tt: dict) -> None:
+        for rule in self.selects:
+            self.rows.append({**self.row(steps, K, kind, rule, tt["rules"][rule], tt["member_steps_per_puzzle"],
+                                         tt["wall_s"], baseline=False),
+                              "first_round": tt["first_round"] if 0 < tt["first_round"] < K else 0,
+                              "settled": tt["settled"]})
         print(f"steps {steps:4d} members {K:2d} {kind:<8} " + "  ".join(
-            f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in selects))
+            f"{rule} {tt['rules'][rule]['exact_acc']:.4f}" for rule in self.selects))
 
-    if one_run:
-        plain = run_members_at(model, inputs, 1, "noise", 0.0, all_steps, args.batch_size, device, dtype,
-                               puzzle_ids=ids, progress=progress)
-        for steps in all_steps:
-            plain_row(steps, plain[steps].answers[0], float(steps), plain[steps].wall_s)
-        for K, kind in ensembles:
-            steps_K = [steps for steps in args.steps if affordable(K, steps)]
-            if not steps_K:
-                continue
-            at = run_members_at(model, inputs, K, kind, args.sigma, steps_K, args.batch_size, device, dtype,
-                                transforms_for(hooks, split.meta, kind, K, args.seed), puzzle_ids=ids,
-                                seed=args.seed, progress=progress)
-            for steps in sorted(at):
-                out = choose(at[steps], inputs, valid_fn)
-                ensemble_rows(steps, K, kind, test_time_record(out, inputs, labels, valid_fn, K, kind, args.sigma,
-                                                               selects[0], args.seed, False, steps))
-    else:
-        for steps in all_steps:
-            t0 = time.time()
-            pred = predict_all(model, inputs, steps, args.batch_size, device, dtype, halt=args.halt, puzzle_ids=ids)
-            plain_row(steps, pred["answers"], float(pred["steps"].mean()) if args.halt else float(steps),
-                      time.time() - t0)
-            if steps not in args.steps:
-                continue
-            for K, kind in (e for e in ensembles if affordable(e[0], steps)):
-                em = evaluate_ensemble(model, inputs, labels, K, kind, args.sigma, selects[0], steps, args.batch_size,
-                                       device, dtype, hooks, split.meta, valid_fn, halt=args.halt, puzzle_ids=ids,
-                                       seed=args.seed, progress=progress, first_round=args.first_round)
-                ensemble_rows(steps, K, kind, em["test_time"])
-    order = {kind: i for i, kind in enumerate(["plain"] + kinds)}
-    rows.sort(key=lambda r: (r["steps"], r["members"], order[r["kind"]]))  # stable: the rules keep their order
 
+def affordable(args: argparse.Namespace, K: int, steps: int) -> bool:
+    """Within --max-member-steps (members x steps per puzzle)."""
+    return not args.max_member_steps or K * steps <= args.max_member_steps
+
+
+def sweep_one_run(args: argparse.Namespace, e: EvalSetup, table: Table, all_steps: list[int],
+                  ensembles: list[tuple[int, str]]) -> None:
+    """Every setting run once, for its most steps; the fewer step counts are read off that run."""
+    progress = not args.no_progress
+    plain = run_members_at(e.model, e.inputs, 1, "noise", 0.0, all_steps, args.batch_size, e.device, e.dtype,
+                           puzzle_ids=e.ids, progress=progress)
+    for steps in all_steps:
+        table.plain(steps, plain[steps].answers[0], float(steps), plain[steps].wall_s)
+    for K, kind in ensembles:
+        steps_K = [steps for steps in args.steps if affordable(args, K, steps)]
+        if not steps_K:
+            continue
+        at = run_members_at(e.model, e.inputs, K, kind, args.sigma, steps_K, args.batch_size, e.device, e.dtype,
+                            transforms_for(e.hooks, e.split.meta, kind, K, args.seed), puzzle_ids=e.ids,
+                            seed=args.seed, progress=progress)
+        for steps in sorted(at):
+            out = choose(at[steps], e.inputs, e.valid_fn)
+            table.ensemble(steps, K, kind, test_time_record(out, e.inputs, e.labels, e.valid_fn, K, kind, args.sigma,
+                                                            table.selects[0], args.seed, False, steps))
+
+
+def sweep_each_run(args: argparse.Namespace, e: EvalSetup, table: Table, all_steps: list[int],
+                   ensembles: list[tuple[int, str]]) -> None:
+    """A run per setting and step count (--halt: members freeze at their halting step; --first-round:
+    the adaptive compute decides per step count)."""
+    for steps in all_steps:
+        t0 = time.time()
+        pred = predict_all(e.model, e.inputs, steps, args.batch_size, e.device, e.dtype, halt=args.halt,
+                           puzzle_ids=e.ids)
+        table.plain(steps, pred["answers"], float(pred["steps"].mean()) if args.halt else float(steps),
+                    time.time() - t0)
+        if steps not in args.steps:
+            continue
+        for K, kind in ((K, kind) for K, kind in ensembles if affordable(args, K, steps)):
+            em = evaluate_ensemble(e.model, e.inputs, e.labels, K, kind, args.sigma, table.selects[0], steps,
+                                   args.batch_size, e.device, e.dtype, e.hooks, e.split.meta, e.valid_fn,
+                                   halt=args.halt, puzzle_ids=e.ids, seed=args.seed, progress=not args.no_progress,
+                                   first_round=args.first_round)
+            table.ensemble(steps, K, kind, em["test_time"])
+
+
+def write_outputs(args: argparse.Namespace, e: EvalSetup, rows: list[dict], step_flops: float,
+                  out_dir: Path) -> list[Path]:
+    """ttc_<split>.json (the rows and what they were measured on), .csv and, with matplotlib, .png."""
     stem = f"ttc_{args.split}"
     json_path, csv_path, png = out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"{stem}.png"
-    record = {"checkpoint": str(args.checkpoint), "step": ckpt.get("step"), "weights": weights, "split": args.split,
-              "data": data.description, "n": len(inputs), "halt": args.halt, "seed": args.seed,
-              "dtype": str(dtype).replace("torch.", ""), "device": str(device),
+    record = {"checkpoint": str(args.checkpoint), "step": e.ckpt.get("step"), "weights": e.weights,
+              "split": args.split, "data": e.data.description, "n": len(e.inputs), "halt": args.halt,
+              "seed": args.seed, "dtype": str(e.dtype).replace("torch.", ""), "device": str(e.device),
               "forward_flops_per_step": step_flops, "rows": rows}
     write_text_atomic(json_path, json.dumps(record, indent=2) + "\n")
 
@@ -250,12 +261,36 @@ def run(args: argparse.Namespace) -> dict:
 
     write_atomic(csv_path, write_csv, binary=False)
     files = [json_path, csv_path]
-    note = plot(rows, png, f"{Path(args.checkpoint).name}, {data.description}, {args.split}, {len(inputs)} puzzles")
+    note = plot(rows, png, f"{Path(args.checkpoint).name}, {e.data.description}, {args.split}, {len(e.inputs)} puzzles")
     print(note)
     if note.startswith("plot:"):
         files.append(png)
     print("wrote: " + ", ".join(str(f) for f in files))
-    return {"rows": rows, "files": files}
+    return files
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The sweep; returns {"rows", "files"}. Raises UserError."""
+    e = load_for_eval(args.checkpoint, args.split, args.limit, args.data_config, args.device, args.dtype,
+                      not args.no_progress)
+    selects, out_dir = check_sweep(args, e)
+    step_flops = model_flops(e.model.config, 1)["forward"]                # one supervision step of one example
+    print(e.device_line)
+    print(f"checkpoint: {args.checkpoint} (step {e.ckpt.get('step', '?')}, {e.weights} weights; "
+          f"N_sup={e.model.config.N_sup})")
+    print(f"data: {e.data.description} [{e.data_from}]; split {args.split}, {len(e.inputs)} puzzles")
+    print(f"one supervision step of one example: {step_flops:.3e} FLOPs (forward)")
+
+    table = Table(args, e, selects, step_flops)
+    all_steps = sorted(set(args.steps) | {table.N_sup})                    # the plain answer at N_sup: the baseline
+    ensembles = [(K, kind) for K in args.members if K > 1 for kind in args.kinds]
+    if not args.halt and args.first_round == 0:                           # every step count read off one run
+        sweep_one_run(args, e, table, all_steps, ensembles)
+    else:
+        sweep_each_run(args, e, table, all_steps, ensembles)
+    order = {kind: i for i, kind in enumerate(["plain"] + list(args.kinds))}
+    rows = sorted(table.rows, key=lambda r: (r["steps"], r["members"], order[r["kind"]]))  # stable: rules in order
+    return {"rows": rows, "files": write_outputs(args, e, rows, step_flops, out_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:
