@@ -42,7 +42,7 @@ from errors import ConfigError, Interrupted, NonFiniteLoss
 from loggers import RunLog
 from metrics import evaluate
 from puzzle_dataset import PuzzleSplit, TrainSampler, training_labels
-from run_state import RunState, Slots, empty_slots
+from run_state import EMA, RunState, Slots, empty_slots  # noqa: F401 (EMA, Slots: imported from here too)
 from sign_sgd import SparseSignSGD
 from trm import Carry, StepLoss, TRMConfig, count_parameters, trm_loss
 
@@ -77,25 +77,7 @@ def print0(*args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Pieces: EMA, schedule, optimizer, signals
-
-
-class EMA:
-    """Exponential moving average of the weights, kept in a copy of the model."""
-
-    def __init__(self, model: torch.nn.Module, decay: float, shared: list[torch.Tensor] = ()) -> None:
-        """shared: tensors the copy uses as they are instead of copying them (the puzzle embeddings:
-        trained outside the EMA, as official, so evaluation reads their current values)."""
-        self.decay = decay
-        self.model = copy.deepcopy(model, memo={id(t): t for t in shared}).eval()
-        self.model.requires_grad_(False)
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+# Pieces: schedule, optimizer, signals
 
 
 def lr_at(step: int, t: dict, elapsed: float = 0.0) -> float:
@@ -202,6 +184,7 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
     """Train with a full, checked config. Under torchrun each process trains its slice of the
     global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks.
     defaults: the script's RUN_CONFIG, to print only the keys that differ from it."""
+    config = dict(config, model=arch.upgrade(config["model"]))  # old variant keys -> model.arch, as saved
     d = distributed.from_env()
     try:
         device, device_why = pick_device(config["training"]["device"], d.local_rank, local_processes=d.local_world_size)
@@ -393,7 +376,8 @@ def resume_from(state: RunState, last_path: Path, device: torch.device, dtype: t
     """Load last.pt over a fresh state, after checking that the config changed only where a resumed
     run can honour it (and saying what changed)."""
     ckpt = load_checkpoint(last_path)
-    for change in check_resume_config(ckpt["config"], state.config, last_path, RESUMABLE_CHANGES,
+    saved, config = (dict(c, model=arch.upgrade(c["model"])) for c in (ckpt["config"], state.config))  # old variant keys
+    for change in check_resume_config(saved, config, last_path, RESUMABLE_CHANGES,
                                       {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
         print0(f"resume: {change}")
     state.load_state_dict(ckpt, last_path, device, dtype)
@@ -408,6 +392,7 @@ def config_line(config: dict, defaults: dict | None, saved: Path) -> str:
     changes = config_changes(defaults, config)
     if not changes:
         return f"config: RUN_CONFIG unchanged; full config in {saved}"
+
     def shown(value) -> str:  # as a JSON override file spells it
         return "absent" if value == "<absent>" else json.dumps(value)
 

@@ -8,10 +8,10 @@ A resumed run replays exactly: everything the loop reads between two steps is he
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,8 +21,23 @@ from errors import ConfigError
 from puzzle_dataset import TrainSampler
 from trm import Carry, TRMConfig
 
-if TYPE_CHECKING:  # loop imports this module
-    from loop import EMA
+
+class EMA:
+    """Exponential moving average of the weights, kept in a copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, shared: list[torch.Tensor] = ()) -> None:
+        """shared: tensors the copy uses as they are instead of copying them (the puzzle embeddings:
+        trained outside the EMA, as official, so evaluation reads their current values)."""
+        self.decay = decay
+        self.model = copy.deepcopy(model, memo={id(t): t for t in shared}).eval()
+        self.model.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 @dataclass

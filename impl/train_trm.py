@@ -165,7 +165,7 @@ def main(config: dict, resume: bool = False, progress: bool = True, build_model=
     """Train with a full config (RUN_CONFIG merged with overrides); returns the final metrics.
     build_model and step_fn let tests and variants change the model or the step."""
     train_cli.check_config(config)
-    return loop.run(config, resume, progress, build_model, step_fn)
+    return loop.run(config, resume, progress, build_model, step_fn, defaults=RUN_CONFIG)
 
 
 def cli(argv: list[str] | None = None, base: dict = RUN_CONFIG) -> dict:

@@ -342,7 +342,7 @@ def main(config: dict, resume: bool = False, progress: bool = True) -> dict:
     """Train with a full config (this RUN_CONFIG merged with overrides); returns the final metrics."""
     train_cli.check_config(config)
     check_jepa_config(config)
-    return loop.run(config, resume, progress, build_jepa, jepa_step)
+    return loop.run(config, resume, progress, build_jepa, jepa_step, defaults=RUN_CONFIG)
 
 
 def cli(argv: list[str] | None = None) -> dict:

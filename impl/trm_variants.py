@@ -62,6 +62,11 @@ class SeparateNets(PerUpdate):
     def __init__(self, config: TRMConfig) -> None:
         super().__init__(config)
         self.net_y = TinyNetwork(config)
+        # f_H right after f, as it was registered when it was a flag of TRM: the parameters keep their
+        # order, so the optimizer state of checkpoints written then still fits
+        names = list(self._modules)
+        for name in names[names.index("net") + 1:-1]:                   # the heads, after net_y
+            self._modules[name] = self._modules.pop(name)
         self.reset_parameters()                                         # again, now that f_H exists
 
     def y_update(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from hrm import HRM
 from loop import Slots
 from train_cli import check_config
 from transformer import DirectTransformer
-from trm_variants import SingleZ, ZSlots
+from trm_variants import SeparateNets, SingleZ, ZSlots
 from trm import TRM, TRMConfig, softmax_cross_entropy, trm_loss
 
 VARIANTS = {"trm": {}, "hrm": {"arch": "hrm"}, "transformer": {"arch": "transformer", "depth": 3},
@@ -365,3 +365,32 @@ def test_the_jepa_script_refuses_another_arch():
     config["model"]["arch"] = "hrm"
     with pytest.raises(ConfigError, match="model.arch"):
         train_trm_jepa.check_jepa_config(config)
+
+
+@pytest.mark.parametrize("name", ["separate_nets", "z_slots"])
+def test_a_checkpoint_written_when_variants_were_flags_resumes_exactly(tmp_path, data_dir, name):
+    """Before model.arch named the variants, a checkpoint's config and model_config held the flags
+    (arch "trm", separate_nets true, ...). Such a last.pt resumes through the command line, and the
+    resumed run ends with the weights of an uninterrupted one; evaluation builds the variant's class."""
+    flags = {"separate_nets": False, "single_z": False, "z_slots": 1, "H_layers": 0, "depth": 0}
+    flags.update(separate_nets=True) if name == "separate_nets" else flags.update(z_slots=3)
+    whole = run_config(tmp_path, data_dir, dict(flags), run_name="whole", max_steps=6, eval_every=3)
+    train_trm.main(whole, progress=False)
+    part = run_config(tmp_path, data_dir, dict(flags), run_name="part", max_steps=3, eval_every=3)
+    train_trm.main(part, progress=False)
+    last = tmp_path / "runs" / "part" / "last.pt"
+    ckpt = checkpoint.load_checkpoint(last)
+    ckpt["config"]["model"].update(flags, arch="trm")                 # as written then
+    ckpt["model_config"].update(flags, arch="trm")
+    checkpoint.save_checkpoint(last, ckpt)
+    base = copy.deepcopy(train_trm.RUN_CONFIG)
+    base["training"].update(runs_dir=str(tmp_path / "runs"), run_name="part")
+    override = tmp_path / "more.json"
+    saved = ckpt["config"]
+    override.write_text(json.dumps({**saved, "training": {**saved["training"], "max_steps": 6}}))
+    train_trm.cli(["--resume", "--config", str(override), "--no-progress"], base=base)
+    a, b = (checkpoint.load_checkpoint(tmp_path / "runs" / run / "last.pt") for run in ("whole", "part"))
+    assert b["step"] == 6 and b["config"]["model"]["arch"] == name
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    model, _, _ = checkpoint.load_trained(last, torch.device("cpu"))
+    assert type(model) is {"separate_nets": SeparateNets, "z_slots": ZSlots}[name]
