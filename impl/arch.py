@@ -5,7 +5,7 @@
 
 model.arch: trm (the paper's, trm.py); separate_nets, single_z, z_slots (trm_variants.py); hrm
 (hrm.py); transformer (transformer.py). Any other name X is the class MODEL in a module model_X.py
-on the path (impl/ or the working folder): a new variant is one new file. A class whose config has
+in impl/ (or a folder on PYTHONPATH): a new variant is one new file. A class whose config has
 keys of its own sets config_class to a dataclass that extends TRMConfig with them (and a rules()
 method for their values); those keys then belong in the model section when that arch is chosen.
 Before model.arch named the variants, the keys separate_nets, single_z and z_slots chose them;
@@ -27,6 +27,9 @@ MODELS = {"trm": TRM, "separate_nets": SeparateNets, "single_z": SingleZ, "z_slo
 
 def model_class(name: str) -> type[TRM]:
     """The class of model.arch `name`: a built-in, or MODEL of the module model_<name>."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"model.arch: {name!r} is not one of {', '.join(MODELS)}, nor a name a module "
+                         f"model_<name> can have")
     if name in MODELS:
         return MODELS[name]
     module_name = f"model_{name}"
@@ -36,7 +39,8 @@ def model_class(name: str) -> type[TRM]:
         if e.name != module_name:  # the module exists but imports something missing: say that
             raise
         raise ValueError(f"model.arch: {name!r} is not one of {', '.join(MODELS)}, and there is no "
-                         f"{module_name}.py (a new variant: impl/{module_name}.py defining MODEL)") from None
+                         f"{module_name}.py in impl/ or on PYTHONPATH (a new variant: impl/{module_name}.py "
+                         f"defining MODEL)") from None
     cls = getattr(module, "MODEL", None)
     if not (isinstance(cls, type) and issubclass(cls, TRM)):
         raise ValueError(f"model.arch: {module.__file__} must define MODEL, a subclass of trm.TRM")
@@ -63,6 +67,10 @@ def upgrade(model: dict) -> dict:
     arch = model.get("arch", "trm")
     chosen = []
     for key, owner in LEGACY_KEYS.items():
+        if key in ("separate_nets", "single_z") and owner == arch and key in model:
+            if model[key] is not True:  # the flag of the arch itself: true says it again, false contradicts it
+                raise ValueError(f"model.{key}: {model[key]!r} contradicts model.arch {arch!r} (remove model.{key})")
+            del model[key]
         if key not in model or owner == arch:
             continue
         if model[key] == LEGACY_OFF[key]:

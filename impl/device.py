@@ -10,6 +10,7 @@ import time
 import torch
 
 from errors import ConfigError
+from flops import block_calls, model_kind
 from trm import TRMConfig, swiglu_width
 
 DTYPES = ("auto", "float32", "bfloat16")  # compute dtypes a run may ask for
@@ -116,11 +117,12 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
 def network_blocks(mcfg: TRMConfig) -> int:
     """Blocks with parameters of their own: f (trm; twice with separate_nets), f_L and f_H (hrm),
     the transformer's depth."""
-    if mcfg.arch == "hrm":
+    kind = model_kind(mcfg)
+    if kind == "hrm":
         return mcfg.num_layers + (mcfg.H_layers or mcfg.num_layers)
-    if mcfg.arch == "transformer":
+    if kind == "transformer":
         return mcfg.f_layers
-    return mcfg.num_layers * (2 if mcfg.arch == "separate_nets" else 1)
+    return mcfg.num_layers * (2 if kind == "separate_nets" else 1)
 
 
 def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
@@ -131,7 +133,6 @@ def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[in
     the blocks a supervision step back-propagates (flops.block_calls: trm, the last cycle's n + 1
     calls of f): per block at least its input, two norm outputs and the SwiGLU's 3 x width values
     per position."""
-    from flops import block_calls  # here: flops imports trm, as this module does
     D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
     W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
     mixer = 3 * L * swiglu_width(L, mcfg.expansion, mcfg.width_multiple) if mcfg.mlp_t else 4 * D * D

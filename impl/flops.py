@@ -3,7 +3,11 @@ supervision step costs, for benchmarks (model FLOP utilisation) and for studies 
 run the same compute budget."""
 from __future__ import annotations
 
+from arch import model_class
+from hrm import HRM, QLearningModel
+from transformer import DirectTransformer
 from trm import TRMConfig, swiglu_width
+from trm_variants import SeparateNets
 
 
 def block_flops(cfg: TRMConfig, batch: int) -> int:
@@ -21,6 +25,16 @@ def block_flops(cfg: TRMConfig, batch: int) -> int:
     return mixer + ffn
 
 
+def model_kind(cfg: TRMConfig) -> str:
+    """How the model of cfg.arch spends compute: "hrm", "transformer", "separate_nets" (two networks
+    of num_layers) or "trm"; a variant in a model_X.py counts as the built-in class it extends."""
+    cls = model_class(cfg.arch)
+    for kind, base in (("hrm", HRM), ("transformer", DirectTransformer), ("separate_nets", SeparateNets)):
+        if issubclass(cls, base):
+            return kind
+    return "trm"
+
+
 def block_calls(cfg: TRMConfig) -> tuple[int, int]:
     """Blocks run forward, and blocks back-propagated, in one supervision step.
 
@@ -29,10 +43,11 @@ def block_calls(cfg: TRMConfig) -> tuple[int, int]:
     the last of each back-propagated. transformer: one pass of its depth blocks, all back-propagated.
     """
     T, n, layers = cfg.T, cfg.n, cfg.num_layers
-    if cfg.arch == "hrm":
+    kind = model_kind(cfg)
+    if kind == "hrm":
         h_layers = cfg.H_layers or layers  # an HRMConfig
         return T * n * layers + T * h_layers, layers + h_layers
-    if cfg.arch == "transformer":
+    if kind == "transformer":
         return cfg.f_layers, cfg.f_layers
     backward_calls = 2 if cfg.gradient == "one_step" else n + 1
     return T * (n + 1) * layers, backward_calls * layers
@@ -48,10 +63,10 @@ def model_flops(cfg: TRMConfig, batch: int) -> dict:
     """
     per_block = block_flops(cfg, batch)
     forward_blocks, backward_blocks = block_calls(cfg)
-    heads = 2 * batch * cfg.seq_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * (
-        1 if cfg.arch not in ("hrm", "transformer") else 2)
+    cls = model_class(cfg.arch)
+    heads = 2 * batch * cfg.seq_len * cfg.hidden_size * cfg.vocab_size + 2 * batch * cfg.hidden_size * cls.q_outputs
     forward = forward_blocks * per_block + heads
     train = forward + 2 * (backward_blocks * per_block + heads)
-    if cfg.arch in ("hrm", "transformer"):
+    if issubclass(cls, QLearningModel):
         train += forward                                                # the bootstrapped Q target
     return {"forward": forward, "train": train, "per_f_call": cfg.num_layers * per_block}

@@ -174,7 +174,6 @@ def format_record(r: dict) -> str:
             f"{r['time_s']:.0f}s")
 
 
-
 # ----------------------------------------------------------------------------------------------
 # The run
 
@@ -184,7 +183,7 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
     """Train with a full, checked config. Under torchrun each process trains its slice of the
     global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks.
     defaults: the script's RUN_CONFIG, to print only the keys that differ from it."""
-    config = dict(config, model=arch.upgrade(config["model"]))  # old variant keys -> model.arch, as saved
+    config = upgraded(config, "config")                 # saved, and compared on resume, as model.arch says it
     d = distributed.from_env()
     try:
         device, device_why = pick_device(config["training"]["device"], d.local_rank, local_processes=d.local_world_size)
@@ -278,6 +277,14 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
 
 # ----------------------------------------------------------------------------------------------
 # Set-up
+
+
+def upgraded(config: dict, source: object) -> dict:
+    """config with its model section's old variant keys (separate_nets: true, ...) as model.arch."""
+    try:
+        return dict(config, model=arch.upgrade(config["model"]))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def model_config(config: dict, meta) -> TRMConfig:
@@ -376,8 +383,7 @@ def resume_from(state: RunState, last_path: Path, device: torch.device, dtype: t
     """Load last.pt over a fresh state, after checking that the config changed only where a resumed
     run can honour it (and saying what changed)."""
     ckpt = load_checkpoint(last_path)
-    saved, config = (dict(c, model=arch.upgrade(c["model"])) for c in (ckpt["config"], state.config))  # old variant keys
-    for change in check_resume_config(saved, config, last_path, RESUMABLE_CHANGES,
+    for change in check_resume_config(upgraded(ckpt["config"], last_path), state.config, last_path, RESUMABLE_CHANGES,
                                       {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
         print0(f"resume: {change}")
     state.load_state_dict(ckpt, last_path, device, dtype)
@@ -513,9 +519,9 @@ def refill_slots(state: RunState, training: Training) -> None:
 
 def train_step(state: RunState, training: Training,
                last_path: Path) -> tuple[StepOutput, StepLoss, torch.Tensor, float]:
-    """Set the learning rate, run one supervision step on this process's slots (forward through T
-    cycles, backward through the last one) and update the weights. Returns the step's output, its
-    loss parts, its total loss and the learning rate."""
+    """Set the learning rate, run one supervision step on this process's slots (the script's step_fn:
+    forward, then backward through what it keeps gradient for) and update the weights. Returns the
+    step's output, its loss parts, its total loss and the learning rate."""
     t_cfg, d, s, mine = state.config["training"], state.d, state.slots, state.mine
     lr = lr_at(state.step, t_cfg, state.elapsed)
     for group in state.optimizer.param_groups:

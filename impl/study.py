@@ -44,8 +44,8 @@ from metrics import depth_benchmark
 from config import parse_json
 from errors import ConfigError, UserError, run_cli
 from flops import model_flops
-from arch import build_model
-from trm import TRMConfig, count_parameters
+from arch import build_model, model_config
+from trm import count_parameters
 
 IMPL = Path(__file__).resolve().parent
 SCRIPTS = ("train_trm.py", "train_trm_jepa.py")
@@ -145,7 +145,8 @@ def plan(study: dict, out: Path) -> list[dict]:
         config = full_config(study, out / "configs" / f"{first}.json")
         if meta is None:  # every run reads the same dataset folder (built here, once)
             meta = puzzles.load(config["data"], progress=True).train.meta
-        mcfg = TRMConfig(vocab_size=meta.vocab_size, seq_len=meta.seq_len, **config["model"])
+        mcfg = model_config(config["model"], vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                            num_puzzle_identifiers=meta.num_puzzle_identifiers)
         step_flops = model_flops(mcfg, config["training"]["batch_size"])["train"]
         if budget_kind == "tflops":
             t["max_steps"] = max(1, int(budget * 1e12 // step_flops))
@@ -272,7 +273,7 @@ def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
 
 def setting_labels(summary: list[dict], keys: list[str]) -> list[str]:
     """A short name per setting of a zip: its first key's value, then the other keys whose value
-    is not the most common one ("trm", "trm separate_nets=true", "hrm n=2")."""
+    is not the most common one ("trm", "z_slots z_slots=3", "hrm n=2")."""
     usual = {k: max((json.dumps(r[k]) for r in summary), key=[json.dumps(r[k]) for r in summary].count)
              for k in keys[1:]}
     return [" ".join([str(r[keys[0]])] + [f"{k.split('.')[-1]}={json.dumps(r[k])}" for k in keys[1:]

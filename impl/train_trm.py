@@ -140,8 +140,6 @@ RUN_CONFIG = {
 }
 
 
-
-
 def build_trm(mcfg: TRMConfig, config: dict) -> torch.nn.Module:
     return build_model(mcfg)  # the class of model.arch
 

@@ -36,7 +36,7 @@ class TRMConfig:
     width_multiple: int = 256        # SwiGLU widths rounded up to a multiple of this (official 256; 1: exact)
     T: int = 3                       # T in paper (official: H_cycles); T-1 cycles run without grad
     n: int = 6                       # n in paper (official: L_cycles); z updates per cycle
-    gradient: str = "last_cycle"     # last_cycle (paper: through the last cycle) | one_step (trm_variants.py)
+    gradient: str = "last_cycle"     # last_cycle (paper; what TRM does) | one_step (arch.build_model: trm_variants.py)
     N_sup: int = 16                  # N_sup in paper (official: halt_max_steps)
     halt_exploration_prob: float = 0.1  # chance a puzzle gets a random minimum number of steps
     pos_encoding: str = "rope"       # rope | learned | none
@@ -54,7 +54,7 @@ class TRMConfig:
         return self.n_prefix + self.seq_len
 
     @property
-    def f_layers(self) -> int:  # blocks of self.net (the transformer baseline's config says otherwise)
+    def f_layers(self) -> int:  # blocks of self.net (a variant's config may say otherwise)
         return self.num_layers
 
 
@@ -74,8 +74,6 @@ def truncated_normal_std(bound: float = 2.0) -> float:
 def trunc_normal_(tensor: torch.Tensor, std: float, bound: float = 2.0) -> torch.Tensor:
     """Fill tensor from a normal truncated to [-bound, bound] and rescaled so that its realised std
     is std (official, after JAX's truncated_normal; torch's trunc_normal_ realises about 0.88 std)."""
-    if std == 0:
-        return tensor.zero_()
     scale = std / truncated_normal_std(bound)
     edge = math.erf(bound / math.sqrt(2))                              # erf(x / sqrt2) = 2 Phi(x) - 1
     tensor.uniform_(-edge, edge).erfinv_().mul_(math.sqrt(2) * scale)  # inverse CDF: N(0, 1) within +-bound
@@ -227,7 +225,7 @@ class Prediction:
     per_step: torch.Tensor | None = None      # (K, B, seq_len) answers after every step, when asked for
     per_step_logit: torch.Tensor | None = None  # (K, B) halting logit after every step, when asked for
     confidence = property(lambda self: torch.sigmoid(self.logit))  # (B,) halting probability at the final step
-    per_step_confidence = property(lambda self: None if self.per_step_logit is None else torch.sigmoid(self.per_step_logit))
+    per_step_confidence = property(lambda self: None if self.per_step_logit is None else self.per_step_logit.sigmoid())
 
 
 class TRM(nn.Module):
@@ -257,7 +255,7 @@ class TRM(nn.Module):
         self.register_buffer("rope_sin", None if angles is None else angles.sin(), persistent=False)
         self.net = TinyNetwork(config, config.f_layers)                # f, shared by both updates
         self.output_head = CastedLinear(D, config.vocab_size, bias=False)
-        self.q_head = CastedLinear(D, self.q_outputs)                   # halting logit (hrm, transformer: halt, continue)
+        self.q_head = CastedLinear(D, self.q_outputs)                   # the halting logit
         self.register_buffer("y_init", torch.empty(D))                 # fixed random vectors (official H_init, L_init)
         self.register_buffer("z_init", torch.empty(D))
         self.reset_parameters()
@@ -320,7 +318,7 @@ class TRM(nn.Module):
         """One cycle: n latent updates z <- f(x + y + z), then one answer update y <- f(y + z)."""
         rope = self._rope()
         for _ in range(self.config.n):
-            z = self.net(z, x + y, rope)                                # f(state, injection) = blocks(state + injection)
+            z = self.net(z, x + y, rope)                                # f(z, x + y) = blocks(z + x + y)
         y = self.net(y, z, rope)
         return y, z
 
@@ -357,8 +355,8 @@ class TRM(nn.Module):
         """Up to N_sup supervision steps on puzzles (B, seq_len) with identifiers (B,) (None: all 0).
         halt=False runs every puzzle N_sup steps (as the official evaluation); halt=True freezes a
         puzzle's answer at the first step whose halting logit is > 0; stop_unchanged=k once its answer
-        has not changed for k steps. Frozen puzzles leave the batch. keep_steps=True keeps the answer
-        after every step (all N_sup steps); perturb(carry) -> carry runs before every step."""
+        has not changed for k steps (frozen puzzles leave the batch, unless keep_steps or perturb).
+        keep_steps=True keeps every step's answer (all N_sup steps); perturb(carry) runs before each."""
         B = inputs.shape[0]
         carry = self.initial_carry(B, inputs.device, dtype)
         answers, halt_answers = torch.zeros_like(inputs), torch.zeros_like(inputs)
@@ -377,7 +375,8 @@ class TRM(nn.Module):
                 current = answers.index_copy(0, rows, logits.argmax(dim=-1))
                 q_logit = logit.index_copy(0, rows, q_part.float())
             else:
-                carry, logits, q_logit = self(inputs, carry, **({} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}))
+                ids = {} if puzzle_ids is None else {"puzzle_ids": puzzle_ids}
+                carry, logits, q_logit = self(inputs, carry, **ids)
                 current = logits.argmax(dim=-1)
             q_logit, live = q_logit.float(), ~done
             if stop_unchanged and step > 1:
@@ -393,9 +392,9 @@ class TRM(nn.Module):
             done = done | (halt & (q_logit > 0)) | (bool(stop_unchanged) & (unchanged >= stop_unchanged))
             if (halt or stop_unchanged) and bool(done.all()) and not keep_steps:
                 break
-        per_step = [torch.stack(h) for h in zip(*history)] if keep_steps else []
-        return Prediction(answers, steps, logit, first_halt,
-                          torch.where((first_halt > 0)[:, None], halt_answers, answers), *per_step)
+        per_step = dict(zip(("per_step", "per_step_logit"), map(torch.stack, zip(*history)))) if keep_steps else {}
+        return Prediction(answers=answers, steps=steps, logit=logit, first_halt=first_halt, **per_step,
+                          halt_answers=torch.where((first_halt > 0)[:, None], halt_answers, answers))
 
 
 IGNORE_LABEL = -100  # label of a position without a target (padding); torch's cross-entropy default

@@ -4,9 +4,9 @@
                      (the paper's "separate f_H, f_L" ablation)
     single_z         one latent state s in y's place: n updates s <- f(s + x), then s <- f(s)
                      (official trm_singlez); the heads read s, the carry's z is handed on unchanged
-    z_slots          z as K states z_1..z_K (model.z_slots; official trm_hier6: K = 6): the j-th
-                     update of a cycle replaces z_(j mod K) with f(z_1 + ... + z_K + x + y), and
-                     y <- f(y + z_1 + ... + z_K); the carry holds the K states side by side, (L, B, K*D)
+    z_slots          z as K states z_0..z_(K-1) (model.z_slots; official trm_hier6: K = 6): the j-th
+                     update of a cycle (j from 0) replaces z_(j mod K) with f(z_0 + ... + x + y), and
+                     y <- f(y + z_0 + ... + z_(K-1)); the carry holds the states side by side, (L, B, K*D)
     model.gradient   "one_step": back-propagate through the last z update and the y update only
                      (HRM's 1-step approximation, the paper's ablation); for trm, separate_nets, z_slots
 

@@ -228,7 +228,10 @@ def test_z_slots_match_a_by_hand_recursion_over_separate_states(gradient, n):
                                            ({"single_z": True, "separate_nets": True}, "model.single_z"),
                                            ({"z_slots": 0}, "model.z_slots"), ({"arch": "hrm", "z_slots": 2}, "model.z_slots"),
                                            ({"single_z": True, "z_slots": 2}, "model.z_slots"),
-                                           ({"depth": -1}, "model.depth"), ({"H_layers": -1}, "model.H_layers")])
+                                           ({"depth": -1}, "model.depth"), ({"H_layers": -1}, "model.H_layers"),
+                                           ({"arch": "../x"}, "model.arch"), ({"arch": "hrm", "gradient": "one_step"},
+                                                                              "model.gradient"),
+                                           ({"arch": "separate_nets", "separate_nets": False}, "model.separate_nets")])
 def test_bad_arch_config_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=key):
         tiny_config(**overrides)

@@ -124,3 +124,14 @@ def test_every_shipped_study_file_loads_and_each_setting_passes_the_checks(path)
         for key, value in setting.items():
             study.set_dotted(override, key, value)
         check_config(merge_config(expand_base(train_trm.RUN_CONFIG, override), override, path), path)
+
+
+def test_a_zip_over_archs_with_keys_of_their_own_plans_each_with_its_flops(tmp_path):
+    """study_arch.json's kind of zip: archs whose configs add keys (hrm's H_layers, the transformer's
+    depth, z_slots' K) plan with their own FLOPs; HRM with a bigger f_H costs more per step."""
+    zip_ = {"model.arch": ["trm", "hrm", "hrm", "transformer", "z_slots"], "model.H_layers": [0, 0, 4, 0, 0],
+            "model.z_slots": [1, 1, 1, 1, 3]}
+    runs = study.plan(study.load_study(write_study(tmp_path, grid={}, zip=zip_, budget={"tflops": 0.05})),
+                      tmp_path / "study")
+    assert [r["config"]["model"]["arch"] for r in runs] == zip_["model.arch"]
+    assert runs[2]["step_flops"] > runs[1]["step_flops"] and runs[4]["config"]["model"]["z_slots"] == 3
