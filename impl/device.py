@@ -125,22 +125,38 @@ def network_blocks(mcfg: TRMConfig) -> int:
     return mcfg.num_layers * (2 if kind == "separate_nets" else 1)
 
 
-def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
-    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
-    (the SwiGLUs, the mixer, embedding and head of each arch's networks) with their gradient, two
-    Adam moments and the EMA copy, plus the puzzle-embedding table when there are several
-    identifiers (one fp32 copy, shared with the EMA); and the activations kept for the backward of
-    the blocks a supervision step back-propagates (flops.block_calls: trm, the last cycle's n + 1
-    calls of f): per block at least its input, two norm outputs and the SwiGLU's 3 x width values
-    per position."""
+def weight_count(mcfg: TRMConfig) -> int:
+    """A lower bound, from the shapes alone, on the parameters of a model: the SwiGLUs and the mixer
+    of each arch's networks, the embedding and the head (the puzzle-embedding table apart)."""
     D, L, V = mcfg.hidden_size, mcfg.total_len, mcfg.vocab_size
     W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
     mixer = 3 * L * swiglu_width(L, mcfg.expansion, mcfg.width_multiple) if mcfg.mlp_t else 4 * D * D
-    params = network_blocks(mcfg) * (3 * D * W + mixer) + 2 * V * D
+    return network_blocks(mcfg) * (3 * D * W + mixer) + 2 * V * D
+
+
+def table_bytes(mcfg: TRMConfig) -> int:
+    """The puzzle-embedding table when there are several identifiers (one fp32 copy), else 0."""
+    return 4 * mcfg.num_puzzle_identifiers * mcfg.hidden_size if mcfg.num_puzzle_identifiers > 1 else 0
+
+
+def memory_estimate(mcfg: TRMConfig, batch: int, dtype: torch.dtype) -> tuple[int, int]:
+    """A lower bound, from the shapes alone, on the bytes one training process needs: parameters
+    (weight_count) with their gradient, two Adam moments and the EMA copy, plus the puzzle-embedding
+    table (table_bytes, shared with the EMA); and the activations kept for the backward of
+    the blocks a supervision step back-propagates (flops.block_calls: trm, the last cycle's n + 1
+    calls of f): per block at least its input, two norm outputs and the SwiGLU's 3 x width values
+    per position."""
+    D, L = mcfg.hidden_size, mcfg.total_len
+    W = swiglu_width(D, mcfg.expansion, mcfg.width_multiple)
     _, kept_blocks = block_calls(mcfg)
     activations = kept_blocks * batch * L * (3 * D + 3 * W) * torch.tensor([], dtype=dtype).element_size()
-    table = 4 * mcfg.num_puzzle_identifiers * D if mcfg.num_puzzle_identifiers > 1 else 0
-    return 5 * 4 * params + table, activations
+    return 5 * 4 * weight_count(mcfg) + table_bytes(mcfg), activations
+
+
+def inference_memory(mcfg: TRMConfig) -> int:
+    """A lower bound on the bytes a model takes for evaluation: its fp32 weights (weight_count) and
+    the puzzle-embedding table, without gradients, Adam moments or an EMA copy."""
+    return 4 * weight_count(mcfg) + table_bytes(mcfg)
 
 
 def machine_memory(device: torch.device) -> int | None:

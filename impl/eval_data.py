@@ -43,7 +43,7 @@ def check_fits(meta, trained: dict, where: str) -> None:
     for key in ("seq_len", "vocab_size", "num_puzzle_identifiers"):
         if getattr(meta, key) != trained.get(key, 1):
             raise DataError(f"the data has {key} {getattr(meta, key)} but {where} was trained on {key} "
-                            f"{trained[key]} (another puzzle type or size)")
+                            f"{trained.get(key, 1)} (another puzzle type or size)")
 
 
 @dataclass

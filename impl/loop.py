@@ -382,7 +382,7 @@ def build(config: dict, mcfg: TRMConfig, data: puzzles.Data, build_model, step_f
 def resume_from(state: RunState, last_path: Path, device: torch.device, dtype: torch.dtype) -> None:
     """Load last.pt over a fresh state, after checking that the config changed only where a resumed
     run can honour it (and saying what changed)."""
-    ckpt = load_checkpoint(last_path)
+    ckpt = load_checkpoint(last_path, needs="resume")
     for change in check_resume_config(upgraded(ckpt["config"], last_path), state.config, last_path, RESUMABLE_CHANGES,
                                       {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
         print0(f"resume: {change}")

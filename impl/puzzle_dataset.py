@@ -25,6 +25,7 @@ all__ratings.npy.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -286,33 +287,52 @@ def write_dataset(root: str | os.PathLike, splits: dict[str, tuple[dict, Metadat
     """Write {"train": (arrays, meta), "test": ...} to root, atomically: everything goes to a
     temporary folder beside root, which is then renamed to root. arrays is {field: array} for the
     one set "all", or {set name: {field: array}} for the sets meta.sets names. An existing root is never
-    overwritten: a damaged one must be discarded first (discard)."""
+    overwritten: a damaged one must be discarded first (discard). A write that fails (a full disk,
+    a read-only folder) removes what it wrote and raises DataError naming the folder."""
     root = Path(root)
     if root.exists():
         raise FileExistsError(f"{root}: a dataset is there already; it is never overwritten")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=root.name + ".", suffix=".tmp"))
     try:
-        for split, (arrays, meta) in splits.items():
-            folder = tmp / split
-            folder.mkdir()
-            (folder / "dataset.json").write_text(json.dumps(meta.to_json()) + "\n")
-            sets = arrays if meta.sets != ["all"] else {"all": arrays}
-            for set_name, fields in sets.items():
-                for key, arr in fields.items():
-                    np.save(folder / f"{set_name}__{key}.npy", np.ascontiguousarray(arr))
-        if identifiers is not None:
-            (tmp / "identifiers.json").write_text(json.dumps(identifiers) + "\n")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=root.name + ".", suffix=".tmp"))
+    except OSError as e:
+        raise cannot_write(root, e) from None
+    try:
+        _write_files(tmp, splits, identifiers)
         try:
             os.rename(tmp, root)  # fails if root appeared meanwhile (not empty): never replaces a dataset
         except OSError as e:
             raise FileExistsError(f"{root}: a dataset appeared there while this one was written ({e.strerror})") from None
-    except BaseException:
+    except BaseException as e:
         for path in sorted(tmp.rglob("*"), reverse=True):  # only what this call wrote
             path.rmdir() if path.is_dir() else path.unlink()
         tmp.rmdir()
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
+            raise cannot_write(root, e) from None
         raise
     return root
+
+
+def _write_files(tmp: Path, splits: dict[str, tuple[dict, Metadata]], identifiers: list[str] | None) -> None:
+    for split, (arrays, meta) in splits.items():
+        folder = tmp / split
+        folder.mkdir()
+        (folder / "dataset.json").write_text(json.dumps(meta.to_json()) + "\n")
+        sets = arrays if meta.sets != ["all"] else {"all": arrays}
+        for set_name, fields in sets.items():
+            for key, arr in fields.items():
+                np.save(folder / f"{set_name}__{key}.npy", np.ascontiguousarray(arr))
+    if identifiers is not None:
+        (tmp / "identifiers.json").write_text(json.dumps(identifiers) + "\n")
+
+
+def cannot_write(root: Path, e: OSError) -> DataError:
+    """The one-line error of a dataset folder that cannot be written or removed, with what to do."""
+    locked = e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)  # numpy reports a full disk without an errno
+    todo = ("set data.data_dir to a folder you can write" if locked else
+            "free space on that disk, or set data.data_dir to a folder on another disk")
+    return DataError(f"{root}: cannot write the dataset there ({e.strerror or e}): {todo}; "
+                     f"no partial dataset was left behind")
 
 
 def discard(root: Path) -> str:
@@ -351,7 +371,12 @@ def find_or_build(root: str | os.PathLike, build: Callable[[Path], str], rebuild
                 return root, _description(root)
             except DataError as e:
                 problem = f"it is damaged ({e})"
-        print(f"{root}: building it again, {problem}: {discard(root)}", file=sys.stderr)
+        try:
+            done = discard(root)
+        except OSError as e:
+            raise DataError(f"{root}: {problem}, but it cannot be removed ({e.strerror or e}): remove it, or set "
+                            f"data.data_dir to a folder you can write") from None
+        print(f"{root}: building it again, {problem}: {done}", file=sys.stderr)
     try:
         return root, build(root)
     except FileExistsError:
