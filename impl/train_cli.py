@@ -20,7 +20,7 @@ import puzzles
 import rundir
 from arch import model_config, model_defaults, upgrade
 from checkpoint import load_checkpoint
-from config import check_rules, load_config, merge_config
+from config import SEED_MAX, check_rules, load_config, merge_config
 from device import DTYPES
 from ensemble import check_members
 from errors import ConfigError, run_cli
@@ -52,7 +52,11 @@ def expand_base(base: dict, override: dict) -> dict:
 def check_config(config: dict, source: str = "config") -> None:
     """Values that have the right type (merge_config checked that) but are impossible."""
     d, t = config["data"], config["training"]
+    seed_range = f"must be in 0..{SEED_MAX} (numpy's seed range)"
     rules = [
+        ("training.seed", 0 <= t["seed"] <= SEED_MAX, seed_range),
+        ("training.test_time.seed", 0 <= t["test_time"]["seed"] <= SEED_MAX, seed_range),
+        ("data.seed", 0 <= d["seed"] <= SEED_MAX, seed_range),
         ("training.batch_size", t["batch_size"] >= 1, "must be >= 1"),
         ("training.max_steps", t["max_steps"] >= 0, "must be >= 0"),
         ("training.lr", t["lr"] > 0, "must be > 0"),
@@ -64,6 +68,11 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.ckpt_every", t["ckpt_every"] >= 0, "must be >= 0"),
         ("training.time_limit_min", t["time_limit_min"] >= 0, "must be >= 0"),
         ("training.grad_clip", t["grad_clip"] >= 0, "must be >= 0"),
+        ("training.weight_decay", t["weight_decay"] >= 0, "must be >= 0"),
+        ("training.beta1", 0.0 <= t["beta1"] < 1.0, "must be in [0, 1)"),
+        ("training.beta2", 0.0 <= t["beta2"] < 1.0, "must be in [0, 1)"),
+        ("training.halt_loss_weight", t["halt_loss_weight"] >= 0, "must be >= 0"),
+        ("training.eval_N_sup", t["eval_N_sup"] >= 0, "must be >= 0 (0: model.N_sup)"),
         ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
         ("training.lr_decay_over", t["lr_decay_over"] in LR_DECAY_OVER, f"must be one of {', '.join(LR_DECAY_OVER)}"),
         ("training.lr_decay_over", t["lr_decay_over"] != "time" or t["time_limit_min"] > 0,
@@ -113,7 +122,7 @@ def cli(argv: list[str] | None, base: dict, main: Callable[..., dict], doc: str 
         if args.resume and not args.config:  # continue the run with the config it was started with
             path = Path(base["training"]["runs_dir"]) / base["training"]["run_name"] / "last.pt"
             source = str(path)
-            saved = load_checkpoint(path)["config"]
+            saved = load_checkpoint(path, needs="resume")["config"]
             try:
                 config = merge_config(expand_base(base, saved), saved, source)
             except ConfigError as e:
