@@ -116,6 +116,19 @@ def _grid(cells: list[list[tuple[str, str]]], classes: list[list[str]] | None = 
     return '<table class="grid">' + "".join(rows) + "</table>"
 
 
+def visible(grids: list[list[list[tuple[str, str]]]]) -> tuple[list[int], list[int]]:
+    """The rows and columns that hold something (text or colour) in any of the grids: an ARC canvas
+    is cut to its grids, a Sudoku or a maze keeps every cell."""
+    rows = [r for r in range(len(grids[0])) if any(any(cell != ("", "") for cell in g[r]) for g in grids)]
+    width = max(len(row) for row in grids[0])
+    cols = [c for c in range(width) if any(c < len(row) and row[c] != ("", "") for g in grids for row in g)]
+    return (rows, cols) if rows and cols else (list(range(len(grids[0]))), list(range(width)))
+
+
+def _cut(grid: list[list], keep: tuple[list[int], list[int]]) -> list[list]:
+    return [[grid[r][c] for c in keep[1] if c < len(grid[r])] for r in keep[0]]
+
+
 def _shaped(values: np.ndarray, like: list[list]) -> list[list]:
     """A flat (S,) array laid out as the rows of a cells() grid."""
     out, i = [], 0
@@ -147,10 +160,10 @@ def heat_top(z_change: np.ndarray) -> float:
     return float(later if later > 0 else z_change.max())
 
 
-def _heat(values: np.ndarray, top: float, like: list[list]) -> str:
+def _heat(values: np.ndarray, top: float, like: list[list], keep: tuple[list[int], list[int]]) -> str:
     cells = [[("", f"rgba(200,40,0,{min(1.0, v / top) if top > 0 else 0:.3f})") for v in row]
              for row in _shaped(values, like)]
-    return _grid(cells)
+    return _grid(_cut(cells, keep))
 
 
 def _halting_chart(confidence: np.ndarray, width: int = 240, height: int = 120) -> str:
@@ -187,20 +200,22 @@ def page(trace: Trace, puzzle: np.ndarray, reference: np.ndarray | None, cells: 
     """The self-contained HTML page (inline style and script, no link or source outside it)."""
     K = len(trace.answers)
     layout = cells(puzzle)
+    keep = visible([layout] + [cells(a) for a in trace.answers])
     top = heat_top(trace.z_change)
     frames = []
     previous = np.asarray(puzzle)
     for k in range(K):
         answer = trace.answers[k]
+        marks = answer_classes(answer, previous, puzzle, reference, layout)
         right = "" if reference is None else (
             f", {'right' if np.array_equal(answer[reference >= 0], reference[reference >= 0]) else 'wrong'}")
         frames.append(
             f'<div class="frame" data-step="{k + 1}" data-halt="{trace.confidence[k]:.4f}">'
             f"<h2>answer after step {k + 1}{right}; halting confidence {trace.confidence[k]:.3f}</h2>"
-            f"{_grid(cells(answer), answer_classes(answer, previous, puzzle, reference, layout))}"
+            f"{_grid(_cut(cells(answer), keep), _cut(marks, keep))}"
             f"<h2>latent change |z<sub>{k + 1}</sub> - z<sub>{k}</sub>| per cell "
             f"(largest {trace.z_change[k].max():.3g})</h2>"
-            f"{_heat(trace.z_change[k], top, layout)}</div>")
+            f"{_heat(trace.z_change[k], top, layout, keep)}</div>")
         previous = answer
     legend = ("outlined: changed since the previous step" + ("; red: wrong" if reference is not None else "")
               + "; grey: as in the puzzle")
@@ -208,7 +223,7 @@ def page(trace: Trace, puzzle: np.ndarray, reference: np.ndarray | None, cells: 
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>"
             f'<div class="controls"><button id="prev">&#9664;</button> <input type="range" id="step" min="1" '
             f'max="{K}" value="{K}"> <button id="next">&#9654;</button> <span id="label"></span></div>'
-            f'<div class="row"><div><h2>puzzle</h2>{_grid(layout)}</div><div>{"".join(frames)}'
+            f'<div class="row"><div><h2>puzzle</h2>{_grid(_cut(layout, keep))}</div><div>{"".join(frames)}'
             f"<p>{legend}</p></div><div><h2>halting confidence per step</h2>{_halting_chart(trace.confidence)}"
             f"<h2>states after each step (PCA)</h2>{_pca_chart(trace.states_2d)}</div></div>"
             f'<script type="application/json" id="trace">{json.dumps({"halting": trace.confidence.round(4).tolist()})}'
@@ -233,16 +248,17 @@ def write_film_strip(path: str | Path, trace: Trace, puzzle: np.ndarray, referen
     K = len(trace.answers)
     fig, axes = plt.subplots(2, K + 1, figsize=(1.6 * (K + 1), 3.4), squeeze=False)
     layout = cells(puzzle)
+    keep = visible([layout] + [cells(a) for a in trace.answers])
     top = heat_top(trace.z_change) or 1.0
     previous = np.asarray(puzzle)
     for col in range(K + 1):
         grid = layout if col == 0 else cells(trace.answers[col - 1])
         classes = None if col == 0 else answer_classes(trace.answers[col - 1], previous, puzzle, reference, layout)
-        _draw(axes[0, col], grid, classes, to_rgba, Rectangle)
+        _draw(axes[0, col], _cut(grid, keep), classes and _cut(classes, keep), to_rgba, Rectangle)
         axes[0, col].set_title("puzzle" if col == 0 else f"step {col}\nhalt {trace.confidence[col - 1]:.2f}",
                                fontsize=8)
         if col:
-            heat = _shaped(trace.z_change[col - 1] / top, layout)
+            heat = _cut(_shaped(trace.z_change[col - 1] / top, layout), keep)
             _draw(axes[1, col], [[("", to_rgba((0.8, 0.15, 0.0), min(1.0, v))) for v in row] for row in heat],
                   None, to_rgba, Rectangle)
             previous = trace.answers[col - 1]

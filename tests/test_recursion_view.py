@@ -90,3 +90,14 @@ def test_a_browser_runs_the_page_script_and_shows_the_last_step(trace_and_puzzle
     dom = subprocess.run(["chromium-headless-shell", "--no-sandbox", "--dump-dom", path.as_uri()],
                          capture_output=True, text=True, timeout=60).stdout
     assert f'class="frame shown" data-step="{K}"' in dom and f"step {K} of {K}" in dom
+
+
+def test_rows_and_columns_empty_in_every_step_are_cut():
+    """An ARC canvas is mostly padding: the page shows the part any step or the puzzle fills."""
+    blank = lambda tokens: [[("", "#000" if t else "") for t in tokens[r:r + 4]] for r in range(0, 16, 4)]  # noqa: E731
+    puzzle = np.zeros(16, dtype=int)
+    puzzle[5] = 1                                                   # row 1, column 1
+    answer = puzzle.copy()
+    answer[6] = 1                                                   # row 1, column 2
+    assert rv.visible([blank(puzzle), blank(answer)]) == ([1], [1, 2])
+    assert rv.visible([blank(np.zeros(16, dtype=int))]) == ([0, 1, 2, 3], [0, 1, 2, 3])  # nothing: all kept
