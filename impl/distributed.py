@@ -9,12 +9,16 @@ unchanged. Backend: nccl on CUDA (gloo for CPU tensors), gloo on CPU.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+# What gloo's error says when the process at the other end of a connection has gone.
+PEER_LOSS_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,24 @@ def mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
     t = t.detach().clone()
     dist.all_reduce(t)
     return t / d.world_size
+
+
+def peer_loss(e: BaseException) -> str | None:
+    """The words of a collective's error that say another process has gone ("gloo: Connection
+    reset by peer"), or None when the error says something else."""
+    text = str(e)
+    sign = next((sign for sign in PEER_LOSS_SIGNS if sign.lower() in text.lower()), None)
+    return None if sign is None else f"{'gloo' if 'gloo' in text else type(e).__name__}: {sign}"
+
+
+def other_process(d: Dist) -> str:
+    """The process this one lost contact with: named when there is only one other, since the
+    error does not say which (it names a host and port, not a rank)."""
+    return f"rank {1 - d.rank}" if d.world_size == 2 else "another process"
+
+
+def relaunch_command(d: Dist, resume: bool) -> str:
+    """The torchrun command that starts this run's processes again (resume: with --resume)."""
+    args = [arg for arg in sys.argv if arg != "--resume"] + (["--resume"] if resume else [])
+    where = "--standalone" if d.world_size == d.local_world_size else f"--nnodes={d.world_size // d.local_world_size} ..."
+    return f"torchrun {where} --nproc_per_node={d.local_world_size} {shlex.join(args)}"

@@ -58,3 +58,12 @@ def run_cli(fn: Callable[[], R]) -> R:
         raise SystemExit(130) from None
     except UserError as e:
         fail(str(e))  # from inside the except: no traceback, the context is dropped
+
+
+class RunFileError(UserError, ValueError):
+    """A file of a run folder (log.jsonl, ...) that cannot be used, with the path and line in the message."""
+
+
+class LostProcess(UserError):
+    """Under torchrun, a collective failed because another process ended (killed, crashed, out of
+    memory); the message names it if it can, and says where the last checkpoint is."""

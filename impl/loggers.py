@@ -4,6 +4,9 @@
     training.wandb_project: "trm"       a wandb run in that project (training.wandb_mode "offline":
                                         no account needed; sync later with `wandb sync`)
 
+A resumed run reads log.jsonl back (read_log): a torn last line, what a crash during an append
+leaves, is dropped; a damaged line elsewhere stops the run with the line named, the file unchanged.
+
 Both are optional extras: nothing is imported unless they are turned on, and a missing package
 stops the run before any work with the command that installs it. TensorBoard and wandb get the
 same numbers as log.jsonl, as scalars named <kind>/<key> (train/loss, eval/exact_acc, ...).
@@ -14,9 +17,10 @@ import importlib.util
 import json
 from pathlib import Path
 
-from errors import ConfigError
+from errors import ConfigError, RunFileError
 
 WANDB_MODES = ("offline", "online")
+END_KINDS = ("early_stop", "test", "timing")  # records a run writes after its last checkpoint
 
 
 def check_packages(t: dict) -> None:
@@ -63,3 +67,47 @@ class RunLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def parse_record(raw: bytes) -> tuple[dict | None, str]:
+    """A log line as a record (a JSON object with a kind and an integer step), or None and why not."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text at byte {e.start + 1}"
+    except json.JSONDecodeError as e:
+        return None, f"not JSON: {e.msg} at column {e.colno}"
+    if not (isinstance(record, dict) and isinstance(record.get("kind"), str) and type(record.get("step")) is int):
+        return None, "not a record with a kind and an integer step"
+    return record, ""
+
+
+def read_log(path: Path) -> tuple[list[tuple[str, dict]], bool]:
+    """The records of a log.jsonl with their lines, and whether its last line was torn (cut short
+    by an interrupted write: not a whole record; left out here). Any other line that is not a record
+    is damage, not an interrupted write: RunFileError names it, and nothing is changed."""
+    lines = Path(path).read_bytes().split(b"\n")
+    if lines[-1] == b"":  # the file ends with a newline (or is empty)
+        lines.pop()
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        record, why = parse_record(raw)
+        if record is None and number == len(lines):
+            return records, True
+        if record is None:
+            raise RunFileError(
+                f"{path}: line {number} is {why}, and {len(lines) - number} line(s) follow it: the file is "
+                f"damaged (an interrupted write tears only the last line); nothing was changed. Delete or "
+                f"repair line {number}, or move {path} away to start a new log, then resume again")
+        records.append((raw.decode("utf-8"), record))
+    return records, False
+
+
+def records_before(records: list[tuple[str, dict]], step: int) -> list[tuple[str, dict]]:
+    """The records a run had written when it saved its checkpoint of `step`: those of steps up to
+    it, without the end-of-run records that follow them (early_stop, test, timing: written after
+    the last checkpoint). A run resumed from that checkpoint writes the others again."""
+    kept = [(line, r) for line, r in records if r["step"] <= step]
+    while kept and kept[-1][1]["kind"] in END_KINDS:
+        kept.pop()
+    return kept

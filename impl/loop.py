@@ -38,8 +38,8 @@ from checkpoint import LEGACY_MODEL_CONFIG, load_checkpoint, load_weights, save_
 from config import check_resume_config, config_changes
 from device import check_memory, cpu_description, pick_device, pick_dtype
 from ensemble import evaluate_ensemble, format_rules, transforms_for
-from errors import ConfigError, Interrupted, NonFiniteLoss
-from loggers import RunLog
+from errors import ConfigError, Interrupted, LostProcess, NonFiniteLoss
+from loggers import RunLog, read_log, records_before
 from metrics import evaluate
 from puzzle_dataset import PuzzleSplit, TrainSampler, training_labels
 from run_state import EMA, RunState, Slots, empty_slots  # noqa: F401 (EMA, Slots: imported from here too)
@@ -121,7 +121,9 @@ class StopFlag:
 
 @contextlib.contextmanager
 def stop_signals():
-    """Install a StopFlag for SIGINT and SIGTERM; the previous handlers come back afterwards."""
+    """Install a StopFlag for SIGINT and SIGTERM; the previous handlers come back afterwards, except
+    after a LostProcess: torchrun then stops the other processes with SIGTERM, which must not cut
+    their line short, so the flag stays (armed) until the process ends."""
     stop = StopFlag()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield stop
@@ -129,9 +131,34 @@ def stop_signals():
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
+    except LostProcess:
+        stop.armed, previous = True, {}
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def lost_process_named(d: distributed.Dist, last_path: Path, resume: bool, state: RunState | None = None):
+    """A collective that fails because another process ended (killed, crashed) ends this one with
+    LostProcess: one line naming the lost process when it can (rank N of 2), what this one was doing
+    (starting, or after which step: state) and how to go on from the last checkpoint."""
+    try:
+        yield
+    except RuntimeError as e:
+        sign = distributed.peer_loss(e) if d.enabled else None
+        if sign is None:
+            raise
+        if state is not None and state.saved_step is not None:
+            then = (f"the last checkpoint is {last_path} (step {state.saved_step}): resume with "
+                    f"{distributed.relaunch_command(d, resume=True)}")
+        elif resume:  # lost while starting to resume: last.pt is as it was
+            then = f"{last_path} is as it was: resume with {distributed.relaunch_command(d, resume=True)}"
+        else:
+            then = f"no checkpoint was written: start again with {distributed.relaunch_command(d, resume=False)}"
+        doing = f"after step {state.step}" if state is not None else "while starting"
+        raise LostProcess(f"lost contact with {distributed.other_process(d)} {doing} ({sign}); {then}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +208,8 @@ def format_record(r: dict) -> str:
 def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMConfig, dict], torch.nn.Module],
         step_fn: StepFn, defaults: dict | None = None) -> dict:
     """Train with a full, checked config. Under torchrun each process trains its slice of the
-    global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks.
+    global batch (impl/distributed.py); rank 0 alone writes in the run folder, which it locks; when
+    a process dies, the others end with one line naming it and the last checkpoint (LostProcess).
     defaults: the script's RUN_CONFIG, to print only the keys that differ from it."""
     config = upgraded(config, "config")                 # saved, and compared on resume, as model.arch says it
     d = distributed.from_env()
@@ -203,11 +231,9 @@ def run(config: dict, resume: bool, progress: bool, build_model: Callable[[TRMCo
             previous = None if resume else rundir.keep_previous_run(run_dir)  # before any work
             if previous is not None:
                 print0(f"{run_dir} held a run: its files were moved to {previous}/ (use --resume to continue a run)")
-        with stop_signals() as stop:
-            result = train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop,
-                           defaults)
-        distributed.barrier(d)  # no process tears the group down while another still uses it
-        return result
+        with stop_signals() as stop, lost_process_named(d, run_dir / "last.pt", resume):
+            return train(config, resume, progress and d.is_main, build_model, step_fn, d, device, device_why, stop,
+                         defaults)
     finally:
         if lock is not None:
             lock.release()
@@ -239,40 +265,46 @@ def train(config: dict, resume: bool, progress: bool, build_model, step_fn: Step
     state.model.train()
     stop.armed = True
     bar = tqdm(total=t_cfg["max_steps"], initial=state.step, desc="train", disable=not progress, dynamic_ncols=True)
-    while state.step < t_cfg["max_steps"]:
-        refill_slots(state, training)
-        out, parts, loss, lr = train_step(state, training, last_path)
-        advance_slots(state, out, parts, loss, window)
-        bar.update(1)
-        out_of_time, stopping = agree_on_time(state, stop, time_limit)
+    early = resumed_early_stop(state, t_cfg) if resume else None
+    if early is not None:  # it had stopped early, then ended before its final test: it stops there again
+        report_early_stop(state, early, t_cfg, evaluator.select_name, run_log)
+    with lost_process_named(d, last_path, resume, state):
+        while early is None and state.step < t_cfg["max_steps"]:
+            refill_slots(state, training)
+            out, parts, loss, lr = train_step(state, training, last_path)
+            advance_slots(state, out, parts, loss, window)
+            bar.update(1)
+            out_of_time, stopping = agree_on_time(state, stop, time_limit)
 
-        step = state.step
-        boundary = step == t_cfg["max_steps"] or out_of_time
-        if step % t_cfg["log_every"] == 0 or boundary:
-            if run_log is not None:
-                log_train(run_log, window, state, lr, bar)
-            window = dict.fromkeys(WINDOW_KEYS, 0)
+            step = state.step
+            boundary = step == t_cfg["max_steps"] or out_of_time
+            if step % t_cfg["log_every"] == 0 or boundary:
+                if run_log is not None:
+                    log_train(run_log, window, state, lr, bar)
+                window = dict.fromkeys(WINDOW_KEYS, 0)
 
-        early = None
-        if step % t_cfg["eval_every"] == 0 or boundary:
-            metrics = evaluate_and_checkpoint(state, evaluator, run_log, last_path, best_path)
-            early = early_stop(state, metrics, t_cfg)
-        elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
-            save_last(state, last_path)
+            early = None
+            if step % t_cfg["eval_every"] == 0 or boundary:
+                metrics = evaluate_and_checkpoint(state, evaluator, run_log, last_path, best_path)
+                early = early_stop(state, metrics, t_cfg)
+            elif stopping or (t_cfg["ckpt_every"] and step % t_cfg["ckpt_every"] == 0):
+                save_last(state, last_path)
 
-        if stopping:
-            bar.close()
-            signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
-                              f"(continue with --resume)", signum)
-        if out_of_time:
-            print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
-            break
-        if early is not None:
-            report_early_stop(state, early, t_cfg, evaluator.select_name, run_log)
-            break
-    bar.close()
-    return final_test(state, evaluator, run_log, run_dir, best_path)
+            if stopping:
+                bar.close()
+                signum = stop.signum or signal.SIGTERM  # None: the signal reached another process
+                raise Interrupted(f"stopped by {signal.Signals(signum).name} at step {step}; saved {last_path} "
+                                  f"(continue with --resume)", signum)
+            if out_of_time:
+                print0(f"time limit of {t_cfg['time_limit_min']} min reached at step {step}")
+                break
+            if early is not None:
+                report_early_stop(state, early, t_cfg, evaluator.select_name, run_log)
+                break
+        bar.close()
+        result = final_test(state, evaluator, run_log, run_dir, best_path)
+        distributed.barrier(d)  # no process tears the group down while another still uses it
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,12 +448,16 @@ def write_config(path: Path, config: dict, defaults: dict | None, d: distributed
 
 
 def open_log(run_dir: Path, config: dict, resume: bool, step: int) -> RunLog:
-    """The run's log (rank 0). A resumed run first drops the records after its checkpoint's step:
-    the steps after it are trained again."""
+    """The run's log (rank 0). A resumed run first drops the records written after its checkpoint
+    (loggers.records_before): the steps after it are trained again. A torn last line (a crash
+    during an append) is dropped with a note; a damaged line elsewhere stops the run, unchanged."""
     log_path = run_dir / "log.jsonl"
     if resume and log_path.exists():
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
+        records, torn = read_log(log_path)
+        if torn:
+            print0(f"resume: dropped a torn last line of {log_path} (an interrupted write)")
+        kept = records_before(records, step)
+        write_text_atomic(log_path, "".join(line + "\n" for line, _ in kept))
     return RunLog(run_dir, config, resume)
 
 
@@ -608,6 +644,7 @@ def save_last(state: RunState, last_path: Path) -> None:
     snapshot = state.state_dict()
     if state.d.is_main:
         save_checkpoint(last_path, snapshot)
+    state.saved_step = state.step
 
 
 def evaluate_and_checkpoint(state: RunState, evaluator: Evaluator, run_log: RunLog | None, last_path: Path,
@@ -616,6 +653,7 @@ def evaluate_and_checkpoint(state: RunState, evaluator: Evaluator, run_log: RunL
     every process calls it. Returns the metrics ({} on the other processes)."""
     snapshot = state.state_dict()  # before the evaluation: its elapsed time is the training's
     if not state.d.is_main:
+        state.saved_step = state.step  # rank 0 writes it
         return {}
     eval_start = time.time()
     metrics = evaluator.during()
@@ -637,18 +675,34 @@ def evaluate_and_checkpoint(state: RunState, evaluator: Evaluator, run_log: RunL
     if improved:
         save_checkpoint(best_path, snapshot)
     save_checkpoint(last_path, snapshot)
+    state.saved_step = state.step
     return metrics
+
+
+def stops_early(state: RunState, exact: float, t_cfg: dict) -> tuple[bool, bool]:
+    """Whether patience ran out, and whether an evaluation's exact accuracy reached stop_exact
+    before max_steps (on this process's counters)."""
+    patience_out = t_cfg["patience"] > 0 and state.stale_evals >= t_cfg["patience"]
+    return patience_out, 0 < t_cfg["stop_exact"] <= exact and state.step < t_cfg["max_steps"]
 
 
 def early_stop(state: RunState, metrics: dict, t_cfg: dict) -> str | None:
     """After an evaluation: "patience" (that many evaluations without a better exact accuracy),
     "stop_exact" (it was reached before max_steps) or None. Rank 0 alone evaluated: every process
     stops with it."""
-    patience_out = t_cfg["patience"] > 0 and state.stale_evals >= t_cfg["patience"]
-    solved_out = 0 < t_cfg["stop_exact"] <= metrics.get("exact_acc", -1.0) and state.step < t_cfg["max_steps"]
+    patience_out, solved_out = stops_early(state, metrics.get("exact_acc", -1.0), t_cfg)
     if state.d.enabled:
         flags = distributed.mean(torch.tensor([float(patience_out), float(solved_out)]), state.d)
         patience_out, solved_out = bool(flags[0] > 0), bool(flags[1] > 0)
+    return "patience" if patience_out else "stop_exact" if solved_out else None
+
+
+def resumed_early_stop(state: RunState, t_cfg: dict) -> str | None:
+    """early_stop for a run resumed from the checkpoint of the evaluation that stopped it early
+    (killed before its end): the same decision, from the counters every process loaded. (An
+    evaluation whose exact accuracy reached stop_exact was a new best: best_step is its step.)"""
+    exact = state.best_exact if state.best_step == state.step else -1.0
+    patience_out, solved_out = stops_early(state, exact, t_cfg)
     return "patience" if patience_out else "stop_exact" if solved_out else None
 
 

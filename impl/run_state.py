@@ -85,6 +85,7 @@ class RunState:
     elapsed: float = 0.0               # seconds of training so far, as every process agrees
     elapsed_before: float = 0.0        # seconds of training before this process started (resume)
     t_start: float = 0.0               # time.time() when this process's loop started
+    saved_step: int | None = None      # step of the last last.pt this process wrote or resumed from (None: none)
 
     def start_clock(self) -> None:
         self.t_start = time.time()
@@ -134,6 +135,7 @@ class RunState:
                            s["steps"].to(device), s["halted"].to(device),
                            s.get("puzzle_ids", torch.zeros(G, dtype=torch.long)).to(device))
         self.step, self.best_exact, self.elapsed_before = ckpt["step"], ckpt["best_exact"], ckpt["elapsed"]
+        self.saved_step = self.step
         self.best_step = ckpt.get("best_step", 0)          # absent from older checkpoints
         self.eval_time = ckpt.get("eval_time", 0.0)
         self.stale_evals = ckpt.get("stale_evals", 0)

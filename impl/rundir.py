@@ -7,7 +7,8 @@ Guarantees (each has a test in tests/test_rundir.py):
 - a fresh run in a folder that holds an earlier run moves that run's files into previous-<k>/
   (k = 1, 2, ...: the highest is the newest); earlier previous-* folders are left as they are;
 - files with a run's names but no run's config.json next to them may be the user's own: the run
-  refuses to start and names them;
+  refuses to start and names them; temporary files of a run's names alone are those of a run
+  killed before it wrote config.json, and move to previous-<k> as a run's files do;
 - one training at a time per folder: run.lock holds the owner's pid, host and start time; a lock
   whose process is gone is taken over with a note.
 """
@@ -58,6 +59,11 @@ def is_run_file(name: str) -> bool:
     return name in _OWN_NAMES or bool(_OWN_PATTERNS.match(name))
 
 
+def is_lock_file(name: str) -> bool:
+    """run.lock or one of its temporary files (a lock being taken: never moved)."""
+    return name == LOCK_NAME or (name.startswith(LOCK_NAME + ".") and name.endswith(".tmp"))
+
+
 def holds_a_run(run_dir: Path) -> bool:
     """Whether run_dir/config.json is a run's resolved config (what marks the folder as a run's)."""
     try:
@@ -70,10 +76,10 @@ def holds_a_run(run_dir: Path) -> bool:
 def keep_previous_run(run_dir: Path) -> Path | None:
     """Before a fresh run: move an earlier run's files into previous-<k>/; return that folder."""
     own = sorted(p for p in run_dir.iterdir() if p.is_file() or p.is_symlink()
-                 if is_run_file(p.name) and p.name != LOCK_NAME)
+                 if is_run_file(p.name) and not is_lock_file(p.name))
     if not own:
         return None
-    if not holds_a_run(run_dir):
+    if not holds_a_run(run_dir) and not all(p.name.endswith(".tmp") for p in own):
         raise ConfigError(
             f"{run_dir} holds {', '.join(p.name for p in own)} but no run's config.json: they may be your own "
             f"files, so nothing was touched. Choose another training.run_name or training.runs_dir, or move "
