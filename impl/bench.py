@@ -27,8 +27,10 @@ import time
 
 import torch
 
+from arch import rules as model_rules
+from cli_args import check_options, int_list, name_list, output_file_rule
 from device import cpu_description, pick_device
-from errors import run_cli
+from errors import fail, run_cli
 from flops import model_flops
 from trm import TRM, TRMConfig, trm_loss
 
@@ -59,6 +61,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
+VARIANTS = ("mlp_t", "attention")
 ADAM = {"default": {}, "loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -164,14 +167,58 @@ def parse_setup(text: str) -> dict:
     return setup
 
 
+def case_config(args: argparse.Namespace, variant: str, hidden: int) -> TRMConfig:
+    return TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
+                     num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
+                     mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope",
+                     n_prefix=args.prefix, width_multiple=args.width_multiple)
+
+
+# the options that set a model config's keys, to name them in an error
+OPTIONS = {"hidden_size": "--hidden", "num_heads": "--hidden", "num_layers": "--layers", "T": "--T", "n": "--n",
+           "n_prefix": "--prefix", "width_multiple": "--width-multiple"}
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[int], list[str]]:
+    """The variants, hidden sizes and dtypes asked for. A value that could give no result (a zero
+    count, a list with a non-number, a model the variant cannot build, a --json path that cannot be
+    written) ends the script in one line before any work."""
+    hidden = int_list(args.hidden, "--hidden")
+    variants = name_list(args.variants, "--variants", VARIANTS)
+    dtypes = [name.strip() for name in args.dtypes.split(",")]
+    check_options([(f"--{name.replace('_', '-')}", getattr(args, name), getattr(args, name) >= 1, "must be >= 1")
+                   for name in ("batch", "T", "n", "layers", "width_multiple", "repeats", "steps_per_repeat",
+                                "infer_steps")] + [
+        ("--prefix", args.prefix, args.prefix >= 0, "must be >= 0"),
+        ("--threads", args.threads, args.threads >= 0, "must be >= 0 (0: torch's default)"),
+        output_file_rule("--json", args.json)])
+    for name in dtypes:
+        if not isinstance(getattr(torch, name, None), torch.dtype):
+            fail(f"--dtypes: {name!r} is not a torch dtype (e.g. float32, bfloat16)")
+        check_options([("--dtypes", name, getattr(torch, name).is_floating_point, "is not a floating-point dtype "
+                        "(e.g. float32, bfloat16)")])
+    for variant in variants:
+        for size in hidden:
+            cfg = case_config(args, variant, size)
+            for key, ok, why in model_rules(cfg):
+                if not ok:
+                    fail(f"{OPTIONS.get(key, key)}: {getattr(cfg, key)!r} {why} (variant {variant}, "
+                         f"hidden {size}, {cfg.num_heads} heads)")
+    if not args.compile and (args.compile_mode != "default" or args.compile_scope != "net"):
+        fail("--compile-mode and --compile-scope need --compile")
+    for setup in [x for x in args.setups.split(",") if x]:
+        try:
+            parse_setup(setup)
+        except ValueError as e:
+            fail(str(e))
+    return variants, hidden, dtypes
+
+
 def run_case(args: argparse.Namespace, device: torch.device, variant: str, hidden: int, dtype_name: str,
              setup: str | None = None) -> dict:
     if setup is not None:
         args = argparse.Namespace(**{**vars(args), **parse_setup(setup)})
-    cfg = TRMConfig(vocab_size=args.grid + 2, seq_len=args.grid ** 2, hidden_size=hidden,
-                    num_layers=args.layers, num_heads=max(1, hidden // 64), T=args.T, n=args.n,
-                    mlp_t=variant == "mlp_t", pos_encoding="none" if variant == "mlp_t" else "rope",
-                    n_prefix=args.prefix, width_multiple=args.width_multiple)
+    cfg = case_config(args, variant, hidden)
     row = bench_one(cfg, args.batch, getattr(torch, dtype_name), device, args.repeats, args.steps_per_repeat,
                     args.infer_steps, args.compile, args.compile_mode, args.compile_scope, args.adam)
     row.update(setup=setup or setup_name(vars(args)), variant=variant, hidden=hidden, dtype=dtype_name,
@@ -221,31 +268,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case, print its row as JSON
     args = p.parse_args(argv)
+    variants, hidden, dtypes = check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, why = run_cli(lambda: pick_device(args.device, key="--device"))
     if args.one is not None:
         print(json.dumps(run_case(args, device, *json.loads(args.one))))
         return []
-    for name in args.dtypes.split(","):
-        if not isinstance(getattr(torch, name, None), torch.dtype):
-            sys.exit(f"error: --dtypes: {name!r} is not a torch dtype (e.g. float32, bfloat16)")
-    if not args.compile and (args.compile_mode != "default" or args.compile_scope != "net"):
-        sys.exit("error: --compile-mode and --compile-scope need --compile")
     setups = [x for x in args.setups.split(",") if x] or [None]
-    for setup in setups:
-        if setup is not None:
-            try:
-                parse_setup(setup)
-            except ValueError as e:
-                sys.exit(f"error: {e}")
     print(f"device {device} ({why}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"python {platform.python_version()}")
     print(f"cpu: {cpu_description()}" if device.type == "cpu" else f"gpu: {torch.cuda.get_device_name(device)}")
-    cases = [(variant, int(hidden), name, setup) for variant in args.variants.split(",")
-             for hidden in args.hidden.split(",") for name in args.dtypes.split(",") for setup in setups]
+    cases = [(variant, size, name, setup) for variant in variants for size in hidden for name in dtypes
+             for setup in setups]
     size = 8192 if device.type == "cuda" else 2048  # large enough to reach the chip's peak
-    peaks = {name: matmul_peak(getattr(torch, name), device, size) for name in args.dtypes.split(",")}
+    peaks = {name: matmul_peak(getattr(torch, name), device, size) for name in dtypes}
     for name, peak in peaks.items():
         print(f"measured matmul peak ({name}, {size}^3): {peak / 1e12:.3f} TFLOP/s")
     print(HEADER)

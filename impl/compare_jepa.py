@@ -31,8 +31,9 @@ import sys
 from pathlib import Path
 
 from checkpoint import write_text_atomic
-from config import parse_json
+from config import parse_json, type_name
 from errors import ConfigError, UserError, run_cli
+from cli_args import check_options, finite, folder_rule, seed_rule
 
 IMPL = Path(__file__).resolve().parent
 JEPA_KEYS = ("variant", "latent_loss_weight", "latent_pool", "normalize_latent", "stopgrad_target", "latent_loss",
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nostop-weight", type=float, default=0.1,
                         help="latent_loss_weight of the variant without stop-gradient (negative: leave it out)")
     args = parser.parse_args(argv)
+    check_args(args)
     out = Path(args.out)
     nostop = args.nostop_weight if args.nostop_weight >= 0 else None
     plan = variants(args.weights, nostop)
@@ -135,15 +137,41 @@ def main(argv: list[str] | None = None) -> dict:
     return run_cli(lambda: compare(args, out, plan))
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Values that could give no result (or two runs in one folder) end in one line before any work."""
+    twice = {"--seeds": repeated(args.seeds), "--weights": repeated(args.weights)}
+    check_options([("--minutes", args.minutes, finite(args.minutes), "must be a finite number"),
+                   ("--minutes", args.minutes, args.minutes > 0, "must be > 0"),
+                   *(seed_rule("--seeds", seed) for seed in args.seeds),
+                   *((option, value, value is None, "is given twice") for option, value in twice.items()),
+                   *(("--weights", w, finite(w) and w >= 0, "must be a finite number >= 0") for w in args.weights),
+                   ("--nostop-weight", args.nostop_weight, finite(args.nostop_weight), "must be a finite number"),
+                   folder_rule("--out", args.out)])
+
+
+def repeated(values: list) -> object:
+    """The first value that appears more than once (None if none does)."""
+    return next((v for v in values if values.count(v) > 1), None)
+
+
+def read_base(path: str) -> dict:
+    """The --config file: a JSON object of overrides (checked by the scripts with each run's keys)."""
+    try:
+        base = parse_json(Path(path).read_bytes().decode("utf-8-sig"), path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); a config file is JSON "
+                          f"text") from None
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(base)}")
+    return base
+
+
 def compare(args: argparse.Namespace, out: Path, plan: list) -> dict:
     if args.minutes <= 0:
         raise ConfigError(f"--minutes: {args.minutes} must be > 0")
-    base: dict = {}
-    if args.config:
-        try:
-            base = parse_json(Path(args.config).read_text(), args.config)
-        except OSError as e:
-            raise ConfigError(f"{args.config}: cannot read config file ({e.strerror})") from None
+    base = read_base(args.config) if args.config else {}
     configs = out / "configs"
     configs.mkdir(parents=True, exist_ok=True)
 

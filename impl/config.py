@@ -5,7 +5,8 @@
 
 Types come from the defaults (an int where the default is a float is accepted); unknown keys get
 the nearest known one, or the official code's name pointed to ours. JSON that would silently do
-something else is refused: duplicate keys, NaN/Infinity literals, text that is not UTF-8.
+something else is refused: duplicate keys, NaN/Infinity literals, text that is not UTF-8; so is
+JSON nested deeper than MAX_DEPTH and an integer outside the 64-bit range numpy and torch take.
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ OFFICIAL_NAMES = {"H_cycles": "T", "L_cycles": "n", "halt_max_steps": "N_sup", "
                   "pos_encodings": "pos_encoding", "puzzle_emb_len": "n_prefix", "global_batch_size": "batch_size"}
 
 
+MAX_DEPTH = 100        # JSON nesting levels a config or study file may have (they need about five)
+INT_LIMIT = 2 ** 63    # integers in a config are below this in magnitude: numpy's and torch's int64
+SEED_MAX = 2 ** 32 - 1  # seeds are in 0..SEED_MAX: numpy's seed range (np.random.seed refuses others)
+
+
 def type_name(value) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}.get(
         type(value), type(value).__name__)
@@ -35,10 +41,18 @@ class _NonFinite(str):
     """A NaN / Infinity literal from a JSON file: kept as a marker so the error can name its key."""
 
 
+class _HugeInt(str):
+    """An integer literal of INT_LIMIT or more in magnitude: kept as a marker so the error can name its key."""
+
+
 def _check_value(default, value, where: str) -> object:
     """Return value if it has the default's type (ints are accepted for floats), else raise."""
     if isinstance(value, _NonFinite):
         raise ConfigError(f"{where}: {value} is not a finite number (JSON has no NaN or Infinity)")
+    if isinstance(value, _HugeInt):
+        shown = value if len(value) <= 24 else f"{value[:12]}... ({len(value.lstrip('-'))} digits)"
+        raise ConfigError(f"{where}: {shown} is out of range (integers must be within +-(2**63 - 1), "
+                          f"the 64-bit range numpy and torch take)")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -50,6 +64,9 @@ def _check_value(default, value, where: str) -> object:
         ok = isinstance(value, list)
         if ok and default:
             value = [_check_value(default[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        for i, v in enumerate(value if ok and not default else []):  # no type to check, but no marker either
+            if isinstance(v, (_NonFinite, _HugeInt)):
+                _check_value(v, v, f"{where}[{i}]")
     else:
         ok = isinstance(value, type(default))
     if not ok:
@@ -97,15 +114,40 @@ def _parse_float(text: str) -> float | _NonFinite:
     return value if math.isfinite(value) else _NonFinite(text)  # 1e999 would be inf
 
 
+def _parse_int(text: str) -> int | _HugeInt:
+    if len(text.lstrip("-")) > 19 or abs(int(text)) >= INT_LIMIT:  # also below Python's 4300-digit limit
+        return _HugeInt(text)
+    return int(text)
+
+
+def json_depth(value: object) -> int:
+    """Levels of nested lists and objects (0 for a number or string), counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
 def parse_json(text: str, source: str) -> object:
-    """json.loads, but duplicate keys and NaN/Infinity are errors; messages start with source."""
+    """json.loads, but duplicate keys, NaN/Infinity and nesting deeper than MAX_DEPTH are errors;
+    an integer beyond the 64-bit range is named where its key is checked; messages start with source."""
+    too_deep = ConfigError(f"{source}: JSON nested more than {MAX_DEPTH} levels deep (a config is a few levels "
+                           f"deep; look for unclosed or repeated brackets)")
     try:
-        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_NonFinite,
-                          parse_float=_parse_float)
+        value = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_NonFinite,
+                           parse_float=_parse_float, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    except RecursionError:
+        raise too_deep from None
+    if json_depth(value) > MAX_DEPTH:
+        raise too_deep
+    return value
 
 
 def load_config(path: str | os.PathLike, base: dict, expand: Expand | None = None) -> dict:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 import arc_vote
 import errors
 import puzzle_dataset as pd
+from config import SEED_MAX
 from arc_grids import MAX_GRID, VOCAB_SIZE, augment_grid, grid_key, random_version, to_canvas, version_name
 
 PUZZLE = "arc"  # the name in dataset.json and in data.puzzle
@@ -81,6 +82,8 @@ def check_data_config(cfg: dict) -> None:
         raise errors.ConfigError(f"data.arc.tasks: {a['tasks']} must be task ids (strings), or [] for all")
     if a["num_aug"] < 0:
         raise errors.ConfigError(f"data.arc.num_aug: {a['num_aug']} must be >= 0")
+    if not 0 <= cfg["seed"] <= SEED_MAX:
+        raise errors.ConfigError(f"data.seed: {cfg['seed']} must be in 0..{SEED_MAX} (numpy's seed range)")
     if not 1 <= a["canvas"] <= MAX_GRID:
         raise errors.ConfigError(f"data.arc.canvas: {a['canvas']} must be in 1..{MAX_GRID} (official: {MAX_GRID})")
 
@@ -133,6 +136,9 @@ def _read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise errors.DataError(f"{path}: not a readable JSON file ({e})") from None
+    except RecursionError:
+        raise errors.DataError(f"{path}: not a readable JSON file (nested too deeply; an ARC task is 4 levels "
+                               f"deep)") from None
 
 
 def _task(name: str, subset: str, data: object, where: str) -> Task:

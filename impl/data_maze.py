@@ -28,6 +28,8 @@ import numpy as np
 import errors
 import maze_gen
 import puzzle_dataset as pd
+from cli_args import check_options, finite, folder_rule, seed_rule, with_option
+from config import SEED_MAX
 from maze_hf import load_hf
 from maze_rules import VOCAB_SIZE, augment, canonical_key, dihedral_index, format_maze, parse_maze, path_lengths, path_problem, \
     size_of, unique_label, valid_paths
@@ -60,6 +62,8 @@ def check_data_config(cfg: dict) -> None:
     source = _get(m, "source")
     if source not in SOURCES:
         raise ValueError(f"data.maze.source: {source!r} is not one of {', '.join(SOURCES)}")
+    if not 0 <= cfg.get("seed", 0) <= SEED_MAX:
+        raise ValueError(f"data.seed: {cfg['seed']} must be in 0..{SEED_MAX} (numpy's seed range)")
     if source == "generated":
         maze_gen.check_args(_get(m, "size"), _get(m, "wall_density"), _get(m, "min_path_len"))
         for key in ("n_train", "n_test"):
@@ -242,10 +246,34 @@ def _bench(args: argparse.Namespace) -> None:
               f"walls {walls:.1%} of cells (after the tie-breaking walls)")
 
 
-def _generate(args: argparse.Namespace) -> None:
+# the options of `generate` that set a data section's keys, named in an error
+OPTIONS = {"data.maze.size": "--size", "data.maze.n_train": "--n-train", "data.maze.n_val": "--n-val",
+           "data.maze.n_test": "--n-test", "data.maze.min_path_len": "--min-path-len",
+           "data.maze.wall_density": "--wall-density", "data.seed": "--seed", "data.data_dir": "--data-dir"}
+
+
+def _generate_config(args: argparse.Namespace) -> dict:
+    """The data section `generate` builds, checked: an error names the key and the option."""
     cfg = {"seed": args.seed, "data_dir": args.data_dir,
            "maze": {"source": "generated", "size": args.size, "n_train": args.n_train, "n_val": args.n_val,
                     "n_test": args.n_test, "min_path_len": args.min_path_len, "wall_density": args.wall_density}}
+    try:
+        check_data_config(cfg)
+    except ValueError as e:
+        errors.fail(with_option(str(e), OPTIONS))
+    check_options([folder_rule("--data-dir", args.data_dir)])
+    return cfg
+
+
+def _check_bench(args: argparse.Namespace) -> None:
+    lo, hi = maze_gen.MIN_SIZE, maze_gen.MAX_SIZE
+    check_options([("--sizes", size, lo <= size <= hi, f"is not in {lo}..{hi}") for size in args.sizes] + [
+        ("--scale", args.scale, finite(args.scale) and args.scale > 0, "must be a finite number > 0"),
+        ("--workers", args.workers, args.workers >= 0, "must be >= 0 (0: all cores)"),
+        seed_rule("--seed", args.seed)])
+
+
+def _generate(args: argparse.Namespace, cfg: dict) -> None:
     start = time.perf_counter()
     path, description = build_dataset(cfg)
     print(f"{path}: {description} ({time.perf_counter() - start:.1f} s)")
@@ -276,8 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--seed", type=int, default=0, help="generator seed")
     gen.add_argument("--data-dir", default="data", help="where dataset folders are kept")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        _check_bench(args)
+    cfg = _generate_config(args) if args.command == "generate" else None
     try:
-        _bench(args) if args.command == "bench" else _generate(args)
+        _bench(args) if args.command == "bench" else _generate(args, cfg)
     except ValueError as e:
         if isinstance(e, errors.UserError):
             raise

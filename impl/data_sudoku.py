@@ -33,6 +33,8 @@ import numpy as np
 import errors
 import puzzle_dataset as pd
 import sudoku_gen
+from cli_args import check_options, finite, folder_rule, seed_rule, with_option
+from config import SEED_MAX
 from sudoku_gen import make_generated_split, split_supply_problem
 from sudoku_hf import load_csv, load_hf
 from sudoku_rules import BLANK, SIZES, apply_symmetry, augment, canonical_key, format_grid, format_marked, \
@@ -134,6 +136,8 @@ def data_source(cfg: dict) -> str:
 def check_data_config(cfg: dict) -> None:
     """Range checks on the values the chosen source uses (types are checked by the caller)."""
     source = data_source(cfg)
+    if source != "builtin" and not 0 <= _cfg(cfg, "seed") <= SEED_MAX:
+        raise ValueError(f"data.seed: {cfg['seed']} must be in 0..{SEED_MAX} (numpy's seed range)")
     if source == "generated":
         size = _cfg(cfg, "grid_size")
         if size not in SIZES:
@@ -399,10 +403,32 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"  ratings {_histogram(data['ratings'])}")
 
 
-def _generate(args: argparse.Namespace) -> None:
+# the options of `generate` that set a data section's keys, named in an error
+GENERATE_OPTIONS = {"data.grid_size": "--size", "data.n_train": "--n-train", "data.n_val": "--n-val",
+                    "data.n_test": "--n-test", "data.givens": "--givens", "data.min_rating": "--min-rating",
+                    "data.max_rating": "--max-rating", "data.seed": "--seed", "data.data_dir": "--data-dir"}
+
+
+def _generate_config(args: argparse.Namespace) -> dict:
+    """The data section `generate` builds, checked: an error names the key and the option."""
     cfg = {"source": "generated", "use_builtin_sample": False, "grid_size": args.size, "n_train": args.n_train,
            "n_val": args.n_val, "n_test": args.n_test, "givens": list(args.givens), "min_rating": args.min_rating,
            "max_rating": args.max_rating, "seed": args.seed, "data_dir": args.data_dir}
+    try:
+        check_data_config(cfg)
+    except ValueError as e:
+        errors.fail(with_option(str(e), GENERATE_OPTIONS))
+    check_options([folder_rule("--data-dir", args.data_dir)])
+    return cfg
+
+
+def _check_bench(args: argparse.Namespace) -> None:
+    check_options([("--scale", args.scale, finite(args.scale) and args.scale > 0, "must be a finite number > 0"),
+                   ("--workers", args.workers, args.workers >= 0, "must be >= 0 (0: all cores)"),
+                   seed_rule("--seed", args.seed)])
+
+
+def _generate(args: argparse.Namespace, cfg: dict) -> None:
     start = time.perf_counter()
     path, description = build_dataset(cfg)
     print(f"{path}: {description} ({time.perf_counter() - start:.1f} s)")
@@ -436,9 +462,10 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--data-dir", default="data", help="where dataset folders are kept")
     args = parser.parse_args(argv)
     if args.command == "bench":
+        _check_bench(args)
         _bench(args)
     else:
-        _generate(args)
+        _generate(args, _generate_config(args))
 
 
 if __name__ == "__main__":

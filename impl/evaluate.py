@@ -31,6 +31,7 @@ import numpy as np
 
 from checkpoint import write_atomic, write_text_atomic
 from errors import ConfigError, run_cli
+from cli_args import check_options, finite, seed_rule
 from ensemble import KINDS, RULES, evaluate_ensemble, format_rules, transforms_for
 from eval_data import load_for_eval
 from metrics import depth_benchmark, predict_all, puzzle_metrics
@@ -167,6 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--sigma: {args.sigma} must be >= 0")
     if args.depth < -1:
         parser.error(f"--depth: {args.depth} must be >= 0 (or -1 for 2x N_sup)")
+    check_options([("--sigma", args.sigma, finite(args.sigma), "must be a finite number"),
+                   ("--first-round", args.first_round, args.first_round >= 0, "must be >= 0 (0: off)"),
+                   seed_rule("--seed", args.seed)])
     return args
 
 

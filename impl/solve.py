@@ -35,6 +35,7 @@ from checkpoint import load_trained
 from ensemble import KINDS, RULES, member_validity, rules_for, run_members, select, transforms_for
 from device import pick_device_dtype
 from errors import UserError
+from cli_args import check_options, finite, seed_rule
 from puzzle_dataset import Metadata, metadata_from_json
 
 DEFAULT_CHECKPOINT = "runs/tiny_trm_impl_sudoku/best.pt"
@@ -218,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give a puzzle or --file FILE (one of them)")
     if args.max_steps < 0:
         parser.error(f"--max-steps: {args.max_steps} must be >= 0")
+    check_options([("--sigma", args.sigma, finite(args.sigma), "must be a finite number"),
+                   seed_rule("--seed", args.seed)])
     return args
 
 

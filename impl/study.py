@@ -41,8 +41,9 @@ from checkpoint import load_trained, write_atomic, write_text_atomic
 from device import pick_device_dtype
 from loop import eval_arrays
 from metrics import depth_benchmark
-from config import parse_json
+from config import INT_LIMIT, SEED_MAX, parse_json, type_name
 from errors import ConfigError, UserError, run_cli
+from cli_args import check_options, folder_rule
 from flops import model_flops
 from arch import build_model, model_config
 from trm import count_parameters
@@ -62,6 +63,9 @@ def load_study(path: str) -> dict:
         study = parse_json(Path(path).read_bytes().decode("utf-8-sig"), path)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read study file ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); a study file is JSON "
+                          f"text") from None
     if not isinstance(study, dict):
         raise ConfigError(f"{path}: a study file is a JSON object")
     unknown = [k for k in study if k not in STUDY_KEYS]
@@ -72,11 +76,10 @@ def load_study(path: str) -> dict:
         raise ConfigError(f"{path}: script: {study['script']!r} is not one of {', '.join(SCRIPTS)}")
     if "name" not in study or not isinstance(study["name"], str) or not study["name"]:
         raise ConfigError(f"{path}: name: a study needs a name (it names its folder)")
-    budget = study.get("budget")
-    if not isinstance(budget, dict) or len(budget) != 1 or next(iter(budget)) not in ("tflops", "minutes", "steps") \
-            or not isinstance(next(iter(budget.values())), (int, float)) or next(iter(budget.values())) <= 0:
-        raise ConfigError(f"{path}: budget: expected one of {{\"tflops\": T}}, {{\"minutes\": M}}, {{\"steps\": S}} "
-                          f"with a number > 0, got {budget!r}")
+    for key in ("base", "grid", "zip", "depth"):
+        if not isinstance(study[key], dict):
+            raise ConfigError(f"{path}: {key}: expected a JSON object, got {type_name(study[key])} {study[key]!r}")
+    check_budget(study.get("budget"), path)
     for key in ("grid", "zip"):
         for name, values in study[key].items():
             if not isinstance(values, list) or not values:
@@ -84,9 +87,31 @@ def load_study(path: str) -> dict:
     lengths = {len(v) for v in study["zip"].values()}
     if len(lengths) > 1:
         raise ConfigError(f"{path}: zip: every list must have the same length, got {sorted(lengths)}")
-    if not study["seeds"] or not all(isinstance(s, int) for s in study["seeds"]):
+    seeds = study["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(is_int(s) for s in seeds):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of integers")
+    bad = [s for s in seeds if not 0 <= s <= SEED_MAX] or [s for s in seeds if seeds.count(s) > 1]
+    if bad:
+        why = f"must be in 0..{SEED_MAX} (numpy's seed range)" if not 0 <= bad[0] <= SEED_MAX else "appears twice"
+        raise ConfigError(f"{path}: seeds: {bad[0]} {why}")
+    depth = study["depth"]
+    if any(k not in ("steps", "limit") for k in depth) or not all(is_int(v) and v >= 0 for v in depth.values()):
+        raise ConfigError(f"{path}: depth: expected {{\"steps\": K, \"limit\": N}} with integers >= 0 (K: supervision "
+                          f"steps of the depth curve, 0: none; N: test puzzles, 0: all), got {depth!r}")
     return study
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_budget(budget: object, path: str) -> None:
+    """One of {"tflops": T}, {"minutes": M}, {"steps": S}: a number > 0 (steps: an integer)."""
+    kind, value = next(iter(budget.items())) if isinstance(budget, dict) and len(budget) == 1 else (None, None)
+    if kind not in ("tflops", "minutes", "steps") or not (is_int(value) or isinstance(value, float)) or value <= 0 \
+            or (kind == "steps" and not is_int(value)):
+        raise ConfigError(f"{path}: budget: expected one of {{\"tflops\": T}}, {{\"minutes\": M}}, {{\"steps\": S}} "
+                          f"with a number > 0 (S an integer), got {budget!r}")
 
 
 def settings(study: dict) -> list[dict]:
@@ -149,7 +174,11 @@ def plan(study: dict, out: Path) -> list[dict]:
                             num_puzzle_identifiers=meta.num_puzzle_identifiers)
         step_flops = model_flops(mcfg, config["training"]["batch_size"])["train"]
         if budget_kind == "tflops":
-            t["max_steps"] = max(1, int(budget * 1e12 // step_flops))
+            steps = budget * 1e12 // step_flops
+            if not steps < INT_LIMIT:
+                raise ConfigError(f"budget: tflops {budget:g} gives {steps:g} steps of {first}, more than a run "
+                                  f"can count")
+            t["max_steps"] = max(1, int(steps))
             t["eval_every"] = min(config["training"]["eval_every"], t["max_steps"])
         for seed in study["seeds"]:
             name = run_name(setting, seed)
@@ -359,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="folder of the study (default: runs/study_<name>)")
     parser.add_argument("--summary-only", action="store_true", help="no training: tables and plots from finished runs")
     args = parser.parse_args(argv)
+    check_options([folder_rule("--out", args.out)])
 
     def run() -> dict:
         study = load_study(args.study)

@@ -27,6 +27,7 @@ from pathlib import Path
 from checkpoint import write_atomic, write_text_atomic
 from ensemble import KINDS, RULES, choose, evaluate_ensemble, run_members_at, test_time_record, transforms_for
 from errors import ConfigError, run_cli
+from cli_args import check_options, finite, seed_rule
 from eval_data import EvalSetup, load_for_eval
 from flops import model_flops
 from metrics import predict_all, puzzle_metrics
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batch-size: {args.batch_size} must be >= 1")
     if not args.sigma >= 0:
         parser.error(f"--sigma: {args.sigma} must be >= 0")
+    check_options([("--sigma", args.sigma, finite(args.sigma), "must be a finite number"),
+                   ("--first-round", args.first_round, args.first_round >= 0, "must be >= 0 (0: off)"),
+                   seed_rule("--seed", args.seed)])
     return args
 
 
