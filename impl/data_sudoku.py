@@ -37,7 +37,7 @@ from cli_args import check_options, finite, folder_rule, seed_rule, with_option
 from config import SEED_MAX
 from sudoku_gen import make_generated_split, split_supply_problem
 from sudoku_hf import load_csv, load_hf
-from sudoku_rules import BLANK, SIZES, apply_symmetry, augment, canonical_key, format_grid, format_marked, \
+from sudoku_rules import BLANK, SIZES, apply_symmetry, augment, box_shape, canonical_key, format_grid, format_marked, \
     invert_symmetry, parse_puzzle, random_symmetry, split_key, valid_grids, vocab_size
 from sudoku_solver import solve
 
@@ -368,6 +368,15 @@ def reference(puzzle: np.ndarray, meta: pd.Metadata) -> np.ndarray:
         raise ValueError(f"the puzzle has {'no solution' if not solutions else 'more than one solution (not unique)'}; "
                          f"not answered")
     return solutions[0]
+
+
+def cells(tokens: np.ndarray, meta: pd.Metadata) -> list[list[tuple[str, str]]]:
+    """The grid for pictures of the recursion: digits, blanks empty, every other box shaded."""
+    size = grid_size(meta)
+    rows, cols = box_shape(size)
+    grid = np.asarray(tokens).reshape(size, size)
+    return [[("" if t <= BLANK else str(int(t) - BLANK), "#eef" if (r // rows + c // cols) % 2 else "")
+             for c, t in enumerate(row)] for r, row in enumerate(grid)]
 
 
 def format(tokens: np.ndarray, meta: pd.Metadata, marked: np.ndarray | None = None) -> str:

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+import recursion_view
 from checkpoint import write_atomic, write_text_atomic
-from errors import ConfigError, run_cli
 from cli_args import check_options, finite, seed_rule
 from ensemble import KINDS, RULES, evaluate_ensemble, format_rules, transforms_for
+from errors import ConfigError, run_cli
 from eval_data import load_for_eval
 from metrics import depth_benchmark, predict_all, puzzle_metrics
 
@@ -157,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="folder for the output files (default: the checkpoint's folder)")
     parser.add_argument("--data-config", help="JSON run-override file whose data section replaces the checkpoint's "
                                               "(e.g. another source; the puzzle shape must match)")
+    parser.add_argument("--html", type=int, default=0, help="the recursion of the first N puzzles as self-contained "
+                                                             "pages, recursion_<split>_<i>.html in --out")
+    parser.add_argument("--png", type=int, default=0, help="the same as PNG film strips (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     for name in ("limit", "steps", "batch_size"):
@@ -168,7 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--sigma: {args.sigma} must be >= 0")
     if args.depth < -1:
         parser.error(f"--depth: {args.depth} must be >= 0 (or -1 for 2x N_sup)")
-    check_options([("--sigma", args.sigma, finite(args.sigma), "must be a finite number"),
+    check_options([("--html", args.html, args.html >= 0, "must be >= 0"),
+                   ("--png", args.png, args.png >= 0, "must be >= 0"),
+                   ("--sigma", args.sigma, finite(args.sigma), "must be a finite number"),
                    ("--first-round", args.first_round, args.first_round >= 0, "must be >= 0 (0: off)"),
                    seed_rule("--seed", args.seed)])
     return args
@@ -248,8 +254,28 @@ def run(args: argparse.Namespace) -> dict:
         print(note)
         if png.exists() and note.startswith("plot:"):
             files.append(png)
+    files += draw_pictures(args, model, hooks, split, inputs, labels, ids, steps, dtype, out_dir)
     print("wrote: " + ", ".join(str(f) for f in files))
     return {"metrics": metrics, "report": report_record or None, "depth": rows, "files": files}
+
+
+def draw_pictures(args: argparse.Namespace, model, hooks, split, inputs: np.ndarray, labels: np.ndarray,
+                  ids: np.ndarray | None, steps: int, dtype, out_dir: Path) -> list[Path]:
+    """--html N / --png N: the recursion of the first N puzzles (recursion_view.py), wrong cells
+    marked against the labels."""
+    files, skipped = [], []
+    cells = hooks.cells(split.meta) if hooks else None
+    for i in range(min(max(args.html, args.png), len(inputs))):
+        paths = [out_dir / f"recursion_{args.split}_{i}.{ext}" if i < n else None
+                 for ext, n in (("html", args.html), ("png", args.png))]
+        lines = recursion_view.draw(model, np.asarray(inputs[i]), steps, dtype, cells, np.asarray(labels[i]),
+                                    f"{Path(args.checkpoint).name}, {args.split} puzzle {i}: {steps} supervision steps",
+                                    *paths, puzzle_id=None if ids is None else int(ids[i]))
+        files += [p for p in paths if p is not None and p.exists()]
+        skipped += [line for line in lines if line.startswith("film strip skipped")]
+    if skipped:
+        print(skipped[0] + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
+    return files
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -52,6 +52,9 @@ Hooks (optional: every caller works without them)
     problem(puzzle, answer, meta) -> str      solve.py: why an answer is not valid ('' if it is)
     report(split, pred, out_dir) -> (record, text, files)
                                               evaluate.py: the puzzle's own evaluation (ARC: voting, pass@K)
+    cells(tokens, meta) -> rows of (text, css colour)
+                                              recursion_view.py (solve.py / evaluate.py --html, --png): a
+                                              token array drawn as a grid (default: the token ids)
 A function of the module whose name is close to one of these (augment vs augment_examples) is
 reported on stderr, once: it would otherwise be silently ignored.
 
@@ -80,7 +83,7 @@ from puzzle_dataset import Metadata, PuzzleSplit, read_dataset, read_split
 BUILT_IN = ("sudoku", "maze", "arc")  # impl/data_<name>.py, for messages; any data_<name> module is found
 REQUIRED = ("check_data_config", "build_dataset")
 HOOKS = ("augment_examples", "valid_fn", "symmetries", "breakdowns", "groups", "parse", "format", "reference",
-         "problem", "report")
+         "problem", "report", "cells")
 _checked: set[str] = set()  # modules whose names were compared with the contract's
 
 
@@ -184,6 +187,11 @@ class Hooks:
     def groups(self, inputs) -> dict:
         make = getattr(self.module, "groups", None)
         return make(inputs) if make is not None else {}
+
+    def cells(self, meta: Metadata):
+        """tokens -> rows of (text, css colour), for pictures of the recursion (None: the module has none)."""
+        make = getattr(self.module, "cells", None)
+        return (lambda tokens: make(tokens, meta)) if make is not None else None
 
     def report(self, split: PuzzleSplit, pred: dict, out_dir: Path):
         make = getattr(self.module, "report", None)

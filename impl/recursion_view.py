@@ -289,3 +289,34 @@ def _draw(ax, grid: list[list[tuple[str, object]]], classes: list[list[str]] | N
     ax.set_ylim(0, rows)
     ax.set_aspect("equal")
     ax.axis("off")
+
+
+def draw(model: torch.nn.Module, puzzle: np.ndarray, steps: int, dtype: torch.dtype, cells: Cells | None,
+         reference: np.ndarray | None, title: str, html_path: str | Path | None = None,
+         png_path: str | Path | None = None, puzzle_id: int | None = None, note: str = "") -> list[str]:
+    """Record one puzzle's recursion and write the page and/or the film strip; returns what to print
+    (the files written, or why the strip was skipped)."""
+    trace = record(model, puzzle, steps, dtype, puzzle_id)
+    cells = cells or default_cells
+    lines = []
+    if html_path:
+        write_html(html_path, trace, puzzle, reference, cells, title, note)
+        lines.append(f"recursion: {html_path}")
+    if png_path:
+        try:
+            import matplotlib  # noqa: F401  (optional, as for the other plots)
+        except ImportError:
+            lines.append(f"film strip skipped ({png_path}): matplotlib is not installed "
+                         f"(python -m pip install matplotlib)")
+        else:
+            write_film_strip(png_path, trace, puzzle, reference, cells, title)
+            lines.append(f"film strip: {png_path}")
+    return lines
+
+
+def numbered(path: str, index: int, count: int) -> str:
+    """path itself for one puzzle; path_<index>.<suffix> for each of several."""
+    if count == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{index}{p.suffix}"))

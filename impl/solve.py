@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import puzzles
+import recursion_view
 from checkpoint import load_trained
 from ensemble import KINDS, RULES, member_validity, rules_for, run_members, select, transforms_for
 from device import pick_device_dtype
@@ -103,15 +104,21 @@ def parse_for(hooks: puzzles.Hooks, meta: Metadata, text: str, where: str) -> np
 
 
 def solve_one(model, hooks: puzzles.Hooks, meta: Metadata, puzzle: np.ndarray, where: str, K: int, halt: bool,
-              show_steps: bool, device: torch.device, dtype: torch.dtype, ensemble: dict | None = None) -> str | None:
+              show_steps: bool, device: torch.device, dtype: torch.dtype, ensemble: dict | None = None,
+              pictures: tuple[str | None, str | None] = (None, None)) -> str | None:
     """Print the puzzle, the model's answer and the checks. Returns why the puzzle was not
     answered (a Sudoku without exactly one solution, a maze without a path), or None. ensemble:
-    {members, kind, sigma, select, seed} for a test-time ensemble (members > 1)."""
+    {members, kind, sigma, select, seed} for a test-time ensemble (members > 1); pictures: the
+    page and film strip of its K steps to write (recursion_view.py), or None."""
     print(f"{where}:\n{show(hooks, puzzle, meta)}")
     try:  # None: several right answers, any valid one counts
         reference = hooks.reference(puzzle, meta) if hooks.reference is not None else None
     except ValueError as e:
         return f"{where}: {e}"
+    if any(pictures):
+        for line in recursion_view.draw(model, puzzle, K, dtype, hooks.cells(meta), reference,
+                                        f"{where}: {K} supervision steps", *pictures):
+            print(line)
     if ensemble is not None:
         answer, steps, confidence = ensemble_answer(model, hooks, meta, puzzle, reference, K, ensemble["members"],
                                                     ensemble["kind"], ensemble["sigma"], ensemble["select"], halt,
@@ -206,6 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, default=0.0, help="scale of the latent noise (noise and both members)")
     parser.add_argument("--select", choices=RULES, default="vote", help="the rule whose answer is shown")
     parser.add_argument("--seed", type=int, default=0, help="seed of the members' symmetries and noise")
+    parser.add_argument("--html", help="write the recursion (the answer, halting and latent after each step) "
+                                       "as a self-contained page to this file (several puzzles: FILE_<i>.html)")
+    parser.add_argument("--png", help="write the same as a PNG film strip to this file (needs matplotlib)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16")
     args = parser.parse_args(argv)
@@ -242,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         ensemble = None if args.members == 1 else {"members": args.members, "kind": args.member_kind,
                                                     "sigma": args.sigma, "select": args.select, "seed": args.seed}
         try:
-            problem = solve_one(model, hooks, meta, puzzle, where, K, args.halt, args.steps, device, dtype, ensemble)
+            pictures = tuple(path and recursion_view.numbered(path, i, len(typed)) for path in (args.html, args.png))
+            problem = solve_one(model, hooks, meta, puzzle, where, K, args.halt, args.steps, device, dtype, ensemble,
+                                pictures)
         except UserError as e:
             sys.exit(f"error: {e}")
         if problem:

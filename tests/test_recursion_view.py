@@ -101,3 +101,27 @@ def test_rows_and_columns_empty_in_every_step_are_cut():
     answer[6] = 1                                                   # row 1, column 2
     assert rv.visible([blank(puzzle), blank(answer)]) == ([1], [1, 2])
     assert rv.visible([blank(np.zeros(16, dtype=int))]) == ([0, 1, 2, 3], [0, 1, 2, 3])  # nothing: all kept
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import train_trm
+    from test_train import tiny_run_config
+    tmp = tmp_path_factory.mktemp("view")
+    train_trm.main(tiny_run_config(tmp, max_steps=4, eval_every=4, dtype="float32"), progress=False)
+    return tmp / "runs" / "tiny" / "best.pt"
+
+
+def test_solve_and_evaluate_write_the_pictures(checkpoint, tmp_path):
+    import evaluate
+    import solve
+    page_path = tmp_path / "solve.html"
+    assert solve.main(["--checkpoint", str(checkpoint), "--html", str(page_path), "--max-steps", "3",
+                       "1.3..4.22.4..3.1"]) == 0
+    page = Page()
+    page.feed(page_path.read_text())
+    assert len(page.frames) == 3 and len(page.frames[0]["cells"]) == 16   # the puzzle module's 4x4 grid
+    out = evaluate.main(["--checkpoint", str(checkpoint), "--limit", "4", "--depth", "0", "--html", "2",
+                         "--out", str(tmp_path / "eval"), "--no-progress"])
+    pages = sorted(p.name for p in out["files"] if p.suffix == ".html")
+    assert pages == ["recursion_test_0.html", "recursion_test_1.html"]
