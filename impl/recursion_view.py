@@ -34,7 +34,7 @@ class Trace:
     answers: np.ndarray       # (K, S) the answer after each supervision step
     confidence: np.ndarray    # (K,) sigmoid of the halting logit after each step
     z_change: np.ndarray      # (K, S) per cell: |z_k - z_(k-1)| over the hidden dimension (k = 1: from z_init)
-    states_2d: np.ndarray     # (2, K, 2) cell-averaged y (row 0) and z (row 1) after each step, by PCA
+    states_2d: np.ndarray     # (2, K, 2) cell-averaged y (row 0) and z (row 1) after each step, each by its PCA
 
 
 @torch.no_grad()
@@ -55,13 +55,8 @@ def record(model: torch.nn.Module, puzzle: np.ndarray, steps: int, dtype: torch.
         z_change.append((carry.z - z_before).float()[p:, 0].norm(dim=-1).cpu().numpy())
         ys.append(carry.y.float()[p:, 0].mean(0).cpu().numpy())
         zs.append(carry.z.float()[p:, 0].mean(0).cpu().numpy())
-    states = np.concatenate([np.stack(ys), _as_width(np.stack(zs), len(ys[0]))])  # (2K, D)
-    return Trace(np.stack(answers), np.array(confidence), np.stack(z_change), pca_2d(states).reshape(2, steps, 2))
-
-
-def _as_width(z: np.ndarray, width: int) -> np.ndarray:
-    """z states (K, W) as (K, width): several z states side by side (z_slots) are summed, as f reads them."""
-    return z.reshape(len(z), -1, width).sum(axis=1) if z.shape[1] != width else z
+    states = np.stack([pca_2d(np.stack(ys)), pca_2d(np.stack(zs))])   # (2, K, 2): y and z, each on its own axes
+    return Trace(np.stack(answers), np.array(confidence), np.stack(z_change), states)
 
 
 def pca_2d(points: np.ndarray) -> np.ndarray:
@@ -180,19 +175,19 @@ def _halting_chart(confidence: np.ndarray, width: int = 240, height: int = 120) 
             f'<text x="20" y="{height - 2}">supervision step 1..{K}</text></svg>')
 
 
-def _pca_chart(states: np.ndarray, size: int = 200) -> str:
-    flat = states.reshape(-1, 2)
-    low, span = flat.min(axis=0), np.maximum(np.ptp(flat, axis=0), 1e-9)
-    at = lambda p: (10 + (size - 20) * (p - low) / span)   # noqa: E731
+def _pca_chart(states: np.ndarray, size: int = 130) -> str:
+    """y's and z's paths side by side, each on its own principal axes (a path that stops has settled)."""
     parts = []
-    for name, colour, path in (("y", "#07c", states[0]), ("z", "#e70", states[1])):
-        xy = [at(p) for p in path]
+    for i, (name, colour, path) in enumerate((("y", "#07c", states[0]), ("z", "#e70", states[1]))):
+        low, span = path.min(axis=0), np.maximum(np.ptp(path, axis=0), 1e-9)
+        unit = (path - low) / span                                       # (K, 2) within [0, 1]
+        xy = [(i * (size + 10) + 10 + (size - 20) * u, 10 + (size - 20) * v) for u, v in unit]
         parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in xy)}" fill="none" '
                      f'stroke="{colour}" stroke-opacity=".5"/>')
         parts += [f'<circle class="pt" data-step="{k + 1}" cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}">'
                   f"<title>{name}, step {k + 1}</title></circle>" for k, (a, b) in enumerate(xy)]
-    return (f'<svg width="{size}" height="{size + 14}">{"".join(parts)}<text x="10" y="{size + 10}">'
-            f'<tspan fill="#07c">y</tspan> and <tspan fill="#e70">z</tspan>, cell-averaged</text></svg>')
+        parts.append(f'<text x="{i * (size + 10) + 10}" y="{size + 10}" fill="{colour}">{name}, cell-averaged</text>')
+    return f'<svg width="{2 * size + 10}" height="{size + 14}">{"".join(parts)}</svg>'
 
 
 def page(trace: Trace, puzzle: np.ndarray, reference: np.ndarray | None, cells: Cells, title: str,
