@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from checkpoint import write_text_atomic
-from config import parse_json, type_name
+from config import read_json_object
 from errors import ConfigError, UserError, run_cli
 from cli_args import check_options, finite, folder_rule, seed_rule
 
@@ -156,16 +156,7 @@ def repeated(values: list) -> object:
 
 def read_base(path: str) -> dict:
     """The --config file: a JSON object of overrides (checked by the scripts with each run's keys)."""
-    try:
-        base = parse_json(Path(path).read_bytes().decode("utf-8-sig"), path)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror or type(e).__name__})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); a config file is JSON "
-                          f"text") from None
-    if not isinstance(base, dict):
-        raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(base)}")
-    return base
+    return read_json_object(path)
 
 
 def compare(args: argparse.Namespace, out: Path, plan: list) -> dict:

@@ -150,20 +150,28 @@ def parse_json(text: str, source: str) -> object:
     return value
 
 
-def load_config(path: str | os.PathLike, base: dict, expand: Expand | None = None) -> dict:
-    """Read a JSON override file and merge it over base, or over expand(base, override) when given
-    (this module knows no puzzle or model: the caller's expand adds the sections they bring)."""
+def read_json_object(path: str | os.PathLike, kind: str = "config file") -> dict:
+    """A JSON file whose top level is an object (a config, study or override file); errors name
+    the file and say what `kind` of file it should be."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror or type(e).__name__})") from None
+        raise ConfigError(f"{path}: cannot read {kind} ({e.strerror or type(e).__name__})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); "
-                          f"a config file is JSON text") from None
-    override = parse_json(text, str(path))
-    if not isinstance(override, dict):
-        raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(override)}")
+                          f"a {kind} is JSON text") from None
+    value = parse_json(text, str(path))
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, got {type_name(value)}")
+    return value
+
+
+def load_config(path: str | os.PathLike, base: dict, expand: Expand | None = None) -> dict:
+    """Read a JSON override file and merge it over base, or over expand(base, override) when given
+    (this module knows no puzzle or model: the caller's expand adds the sections they bring)."""
+    path = Path(path)
+    override = read_json_object(path)
     if expand is not None:
         try:
             base = expand(base, override)

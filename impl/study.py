@@ -41,7 +41,7 @@ from checkpoint import load_trained, write_atomic, write_text_atomic
 from device import pick_device_dtype
 from loop import eval_arrays
 from metrics import depth_benchmark
-from config import INT_LIMIT, SEED_MAX, parse_json, type_name
+from config import INT_LIMIT, SEED_MAX, read_json_object, type_name
 from errors import ConfigError, UserError, run_cli
 from cli_args import check_options, folder_rule
 from flops import model_flops
@@ -59,15 +59,7 @@ UNBOUNDED = 10**9
 
 
 def load_study(path: str) -> dict:
-    try:
-        study = parse_json(Path(path).read_bytes().decode("utf-8-sig"), path)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read study file ({e.strerror or type(e).__name__})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); a study file is JSON "
-                          f"text") from None
-    if not isinstance(study, dict):
-        raise ConfigError(f"{path}: a study file is a JSON object")
+    study = read_json_object(path, "study file")
     unknown = [k for k in study if k not in STUDY_KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(STUDY_KEYS)})")
