@@ -5,25 +5,36 @@
     python impl/study.py configs/studies/study_depth.json --summary-only  # tables and plots from the finished runs
 
 A study file names a training script, a base override (as for --config), the values to sweep
-(every combination of "grid"; "zip" values move together), the seeds, and the budget each run gets:
+(every combination of "grid"; "zip" values move together), the seeds, the budgets each run gets,
+and the paper's claims it tests:
 
-    {"name": "depth", "script": "train_trm.py", "base": {"data": {"grid_size": 6}},
-     "grid": {"model.num_layers": [1, 2, 4], "model.n": [2, 4, 8]}, "seeds": [0, 1, 2],
-     "budget": {"tflops": 60}, "depth": {"steps": 32, "limit": 200}}
+    {"name": "T_n", "script": "train_trm.py", "base": {"data": {"grid_size": 6}},
+     "grid": {"model.T": [1, 2, 3], "model.n": [1, 3, 6]}, "seeds": [0, 1, 2],
+     "budgets": [{"steps": 1000}, {"tflops": 6.6}], "depth": {"steps": 16, "limit": 200},
+     "claims": [{"claim": "T=3, n=6 beats T=2, n=2", "paper": "87.4% vs 73.7%",
+                 "better": {"model.T": 3, "model.n": 6}, "worse": {"model.T": 2, "model.n": 2}}]}
 
-Budget: "tflops" gives every run the same number of training FLOPs (matrix products of the
-supervision steps, counted from the shapes by flops.py; evaluation not counted): the steps follow
-from each run's model, so a deeper network gets fewer steps, and the figure means the same on any
-machine. "minutes" (a wall-clock limit per run) and "steps" are the alternatives; wall clock is
-only comparable on one machine with nothing else running.
+Budgets, one protocol each, run side by side: "steps" (the paper's protocol: equal optimizer steps,
+so a setting that calls f more spends more compute), "tflops" (equal training FLOPs: matrix products
+of the supervision steps, counted from the shapes by flops.py, evaluation not counted; the steps
+follow from each run's model, so a deeper recursion gets fewer steps; the figure means the same on
+any machine) and "minutes" (a wall-clock limit per run, comparable on one machine with nothing else
+running). "budget": {...} is one protocol alone.
+
+Claims: each compares two settings under every protocol: "holds" when the better one's mean test
+exact accuracy exceeds the worse one's by more than twice the standard error of the difference
+(over seeds), "does not hold" when it falls short by as much, else "cannot tell"; a claim that
+flips between protocols says so. --quick runs every study small (one seed, a tenth of each
+budget, 50 depth puzzles) into <out>_quick, to check a study file in minutes.
 
 Each run is a process of its own (the script with a generated override file in <out>/configs/),
 in its own folder <out>/runs/<name>/. Starting the study again skips finished runs and resumes an
 interrupted one from its last.pt. After training, each run's depth curve (held-out exact accuracy
-after 1..K supervision steps) comes from impl/evaluate.py. Writes results.csv, results.json (a row
-per run), summary.md (mean ± std over seeds per swept setting), and, when matplotlib is installed,
-study.png (accuracy against the first swept key, a line per setting of the others) and depth.png
-(the depth curve of the best setting).
+after 1..K supervision steps) comes from metrics.depth_benchmark. Writes results.csv, results.json
+(a row per run), summary.md (per setting and protocol: steps, TFLOPs, wall time, test exact and the
+depth curve at 1, 2, 4, 8, 16 steps, mean ± std over seeds; then the claims' verdicts), and, when
+matplotlib is installed, study.png (accuracy against the first swept key, a line per setting of the
+others, per protocol) and depth.png (the depth curve of the best setting).
 """
 from __future__ import annotations
 
@@ -50,7 +61,8 @@ from trm import count_parameters
 
 IMPL = Path(__file__).resolve().parent
 SCRIPTS = ("train_trm.py", "train_trm_jepa.py")
-STUDY_KEYS = ("name", "script", "base", "grid", "zip", "seeds", "budget", "depth")
+STUDY_KEYS = ("name", "note", "script", "base", "grid", "zip", "seeds", "budget", "budgets", "depth", "claims")
+PROTOCOLS = {"steps": "equal steps", "tflops": "equal FLOPs", "minutes": "equal time"}
 UNBOUNDED = 10**9
 
 
@@ -71,7 +83,18 @@ def load_study(path: str) -> dict:
     for key in ("base", "grid", "zip", "depth"):
         if not isinstance(study[key], dict):
             raise ConfigError(f"{path}: {key}: expected a JSON object, got {type_name(study[key])} {study[key]!r}")
-    check_budget(study.get("budget"), path)
+    if ("budget" in study) == ("budgets" in study):
+        raise ConfigError(f"{path}: give budgets (a list, one protocol each) or budget (one), not both or neither")
+    budgets = study.pop("budget", None)
+    study["budgets"] = [budgets] if budgets is not None else study["budgets"]
+    if not isinstance(study["budgets"], list) or not study["budgets"]:
+        raise ConfigError(f"{path}: budgets: expected a non-empty list of budgets, got {study['budgets']!r}")
+    for budget in study["budgets"]:
+        check_budget(budget, path)
+    kinds = [next(iter(b)) for b in study["budgets"]]
+    if len(set(kinds)) != len(kinds):
+        raise ConfigError(f"{path}: budgets: one budget per kind (steps, tflops, minutes), got {kinds}")
+    check_claims(study.setdefault("claims", []), path)
     for key in ("grid", "zip"):
         for name, values in study[key].items():
             if not isinstance(values, list) or not values:
@@ -91,6 +114,16 @@ def load_study(path: str) -> dict:
         raise ConfigError(f"{path}: depth: expected {{\"steps\": K, \"limit\": N}} with integers >= 0 (K: supervision "
                           f"steps of the depth curve, 0: none; N: test puzzles, 0: all), got {depth!r}")
     return study
+
+
+def check_claims(claims: object, path: str) -> None:
+    """A list of {"claim": text, "paper": text (optional), "better": {key: value}, "worse": {key: value}}."""
+    ok = isinstance(claims, list) and all(
+        isinstance(c, dict) and isinstance(c.get("claim"), str) and set(c) <= {"claim", "paper", "better", "worse"}
+        and all(isinstance(c.get(side), dict) and c[side] for side in ("better", "worse")) for c in claims)
+    if not ok:
+        raise ConfigError(f"{path}: claims: expected a list of {{\"claim\": text, \"paper\": text, \"better\": "
+                          f"{{key: value}}, \"worse\": {{key: value}}}}, got {claims!r}")
 
 
 def is_int(value: object) -> bool:
@@ -141,10 +174,9 @@ def full_config(study: dict, config_path: Path) -> dict:
 
 
 def plan(study: dict, out: Path) -> list[dict]:
-    """Every run: its name, setting, seed and override file, written to <out>/configs/ and checked
-    by the script itself (once per setting: the seed changes no shape)."""
+    """Every run: its name, protocol, setting, seed and override file, written to <out>/configs/ and
+    checked by the script itself (once per setting and protocol: the seed changes no shape)."""
     runs, meta = [], None
-    budget_kind, budget = next(iter(study["budget"].items()))
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for setting in settings(study):
         override = json.loads(json.dumps(study["base"]))
@@ -152,36 +184,48 @@ def plan(study: dict, out: Path) -> list[dict]:
             set_dotted(override, key, value)
         t = override.setdefault("training", {})
         t.setdefault("stop_exact", 0.0)  # runs of a study train to the same budget, solved or not
-        if budget_kind == "minutes":
-            t.update(time_limit_min=float(budget), max_steps=UNBOUNDED)
-        elif budget_kind == "steps":
-            t["max_steps"] = int(budget)
-        first = run_name(setting, study["seeds"][0])
-        t.update(seed=study["seeds"][0], runs_dir=str(out / "runs"), run_name=first)
-        write_text_atomic(out / "configs" / f"{first}.json", json.dumps(override, indent=1) + "\n")
-        config = full_config(study, out / "configs" / f"{first}.json")
-        if meta is None:  # every run reads the same dataset folder (built here, once)
-            meta = puzzles.load(config["data"], progress=True).train.meta
-        mcfg = model_config(config["model"], vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                            num_puzzle_identifiers=meta.num_puzzle_identifiers)
-        step_flops = model_flops(mcfg, config["training"]["batch_size"])["train"]
-        if budget_kind == "tflops":
-            steps = budget * 1e12 // step_flops
-            if not steps < INT_LIMIT:
-                raise ConfigError(f"budget: tflops {budget:g} gives {steps:g} steps of {first}, more than a run "
-                                  f"can count")
-            t["max_steps"] = max(1, int(steps))
+        step_flops = None
+        for budget in study["budgets"]:
+            kind, value = next(iter(budget.items()))
+            prefix = f"{kind}{value:g}_" if len(study["budgets"]) > 1 else ""
+            if kind == "minutes":
+                t.update(time_limit_min=float(value), max_steps=UNBOUNDED)
+            elif kind == "steps":
+                t.update(time_limit_min=0.0, max_steps=int(value))
+            first = prefix + run_name(setting, study["seeds"][0])
+            t.update(seed=study["seeds"][0], runs_dir=str(out / "runs"), run_name=first)
+            write_text_atomic(out / "configs" / f"{first}.json", json.dumps(override, indent=1) + "\n")
+            config = full_config(study, out / "configs" / f"{first}.json")
+            if meta is None:  # every run reads the same dataset folder (built here, once)
+                meta = puzzles.load(config["data"], progress=True).train.meta
+            mcfg = model_config(config["model"], vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                                num_puzzle_identifiers=meta.num_puzzle_identifiers)
+            step_flops = model_flops(mcfg, config["training"]["batch_size"])["train"]
+            if kind == "tflops":
+                steps = value * 1e12 // step_flops
+                if not steps < INT_LIMIT:
+                    raise ConfigError(f"budget: tflops {value:g} gives {steps:g} steps of {first}, more than a run "
+                                      f"can count")
+                t.update(time_limit_min=0.0, max_steps=max(1, int(steps)))
             t["eval_every"] = min(config["training"]["eval_every"], t["max_steps"])
-        for seed in study["seeds"]:
-            name = run_name(setting, seed)
-            t.update(seed=seed, run_name=name)
-            path = out / "configs" / f"{name}.json"
-            write_text_atomic(path, json.dumps(override, indent=1) + "\n")
-            run_config = json.loads(json.dumps(config))
-            run_config["training"].update(t)
-            runs.append({"name": name, "setting": setting, "seed": seed, "config_path": path, "config": run_config,
-                         "params": count_parameters(build_model(mcfg)), "step_flops": step_flops})
+            for seed in study["seeds"]:
+                name = prefix + run_name(setting, seed)
+                t.update(seed=seed, run_name=name)
+                path = out / "configs" / f"{name}.json"
+                write_text_atomic(path, json.dumps(override, indent=1) + "\n")
+                run_config = json.loads(json.dumps(config))
+                run_config["training"].update(t)
+                runs.append({"name": name, "protocol": PROTOCOLS[kind], "setting": setting, "seed": seed,
+                             "config_path": path, "config": run_config, "params": count_parameters(build_model(mcfg)),
+                             "step_flops": step_flops})
     return runs
+
+
+def quick(study: dict) -> dict:
+    """The study small: one seed, a tenth of each budget, 50 depth puzzles (a check in minutes)."""
+    budgets = [{k: (max(1, int(v / 10)) if k == "steps" else v / 10) for k, v in b.items()} for b in study["budgets"]]
+    return {**study, "name": study["name"] + "_quick", "seeds": study["seeds"][:1], "budgets": budgets,
+            "depth": {**study["depth"], "limit": min(50, study["depth"].get("limit", 0) or 50)}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +283,8 @@ def result_row(study: dict, run: dict, out: Path) -> dict:
     evals = [r for r in log if r["kind"] == "eval"]
     test = {r["checkpoint"]: r for r in log if r["kind"] == "test"}
     steps = train_recs[-1]["step"]
-    return {"name": run["name"], **run["setting"], "seed": run["seed"], "params": run["params"], "steps": steps,
+    return {"name": run["name"], "protocol": run["protocol"], **run["setting"], "seed": run["seed"],
+            "params": run["params"], "steps": steps,
             "train_tflops": round(steps * run["step_flops"] / 1e12, 3), "train_s": train_recs[-1]["time_s"],
             "test_exact": test["last"]["exact_acc"], "test_token": test["last"]["token_acc"],
             "test_validity": test["last"].get("validity"), "best_eval_exact": max(r["exact_acc"] for r in evals),
@@ -251,44 +296,100 @@ def result_row(study: dict, run: dict, out: Path) -> dict:
 # Summary, tables, plots
 
 
-METRICS = ("test_exact", "test_token", "test_validity", "best_test_exact", "steps", "train_s")
+METRICS = ("test_exact", "test_token", "test_validity", "best_test_exact", "steps", "train_tflops", "train_s")
+DEPTH_AT = (1, 2, 4, 8, 16)  # supervision steps at test time whose exact accuracy the tables show
 
 
 def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
-    """Mean and sample standard deviation over seeds of each metric, per setting of keys, in the
-    order the settings first appear in rows (the study file's order)."""
+    """Mean and sample standard deviation over seeds of each metric (and of the depth curve at
+    DEPTH_AT), per protocol and setting of keys, in the order they first appear in rows."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(json.dumps([r[k] for k in keys]), []).append(r)
+        groups.setdefault(json.dumps([r.get("protocol", "")] + [r[k] for k in keys]), []).append(r)
     out = []
     for setting, group in groups.items():
-        row = {**dict(zip(keys, json.loads(setting))), "seeds": len(group)}
+        protocol, *values = json.loads(setting)
+        row = {"protocol": protocol, **dict(zip(keys, values)), "seeds": len(group), "exact": [],
+               "depth": {}}
         for metric in METRICS:
-            values = [r[metric] for r in group if r.get(metric) is not None]
-            if values:
-                row[f"{metric}_mean"] = statistics.mean(values)
-                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            found = [r[metric] for r in group if r.get(metric) is not None]
+            if found:
+                row[f"{metric}_mean"] = statistics.mean(found)
+                row[f"{metric}_std"] = statistics.stdev(found) if len(found) > 1 else 0.0
+        row["exact"] = [r["test_exact"] for r in group]
+        for k in DEPTH_AT:
+            at = [p["exact_acc"] for r in group for p in r.get("depth", []) if p["step"] == k]
+            if len(at) == len(group):
+                row["depth"][k] = statistics.mean(at)
         out.append(row)
     return out
 
 
-def budget_text(budget: dict) -> str:
-    """'6 TFLOP of training', '2 minutes', '100 steps'."""
-    kind, value = next(iter(budget.items()))
-    return f"{value} {'TFLOP of training' if kind == 'tflops' else kind}"
+def budget_text(budgets: list[dict]) -> str:
+    """'1000 steps; 6.6 TFLOP of training'."""
+    return "; ".join(f"{v:g} {'TFLOP of training' if k == 'tflops' else k}" for b in budgets for k, v in b.items())
 
 
-def markdown(summary: list[dict], keys: list[str], budget: dict) -> str:
-    head = [k.split(".")[-1] for k in keys] + ["seeds", "test exact", "best.pt test exact", "token", "steps",
-                                                "train s"]
-    lines = [f"Budget per run: {budget_text(budget)}; mean ± std over seeds.",
+def markdown(summary: list[dict], keys: list[str], budgets: list[dict]) -> str:
+    """The table: a row per setting and protocol (the protocols of a setting side by side)."""
+    depth = [k for k in DEPTH_AT if any(k in r["depth"] for r in summary)]
+    head = ([k.split(".")[-1] for k in keys] + ["protocol", "seeds", "steps", "TFLOP", "train s", "test exact",
+                                                 "best.pt test exact"] + [f"exact @{k}" for k in depth])
+    lines = [f"Budgets per run: {budget_text(budgets)}; mean ± std over seeds; exact @k: held-out exact "
+             f"after k supervision steps at test time (mean over seeds).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in summary:
-        cells = [json.dumps(r[k]) for k in keys] + [str(r["seeds"])]
-        for metric, fmt in (("test_exact", ".3f"), ("best_test_exact", ".3f"), ("test_token", ".3f"),
-                            ("steps", ".0f"), ("train_s", ".0f")):
-            cells.append(f"{r[f'{metric}_mean']:{fmt}} ± {r[f'{metric}_std']:{fmt}}")
+    order = sorted(range(len(summary)), key=lambda i: (first_index(summary, summary[i], keys), i))
+    for r in (summary[i] for i in order):
+        mean = lambda metric, fmt: f"{r[f'{metric}_mean']:{fmt}}" if f"{metric}_mean" in r else "-"  # noqa: E731
+        cells = [json.dumps(r[k]) for k in keys] + [r["protocol"] or "-", str(r["seeds"]), mean("steps", ".0f"),
+                                                    mean("train_tflops", ".2f"), mean("train_s", ".0f")]
+        for metric in ("test_exact", "best_test_exact"):
+            cells.append(f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f}")
+        cells += [f"{r['depth'][k]:.3f}" if k in r["depth"] else "-" for k in depth]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def first_index(summary: list[dict], row: dict, keys: list[str]) -> int:
+    """Where the setting of row first appears (rows of one setting, any protocol, sort together)."""
+    return next(i for i, r in enumerate(summary) if all(r[k] == row[k] for k in keys))
+
+
+def verdicts(summary: list[dict], keys: list[str], claims: list[dict]) -> list[dict]:
+    """Each claim under each protocol: the two settings' test exact (mean ± std), the difference,
+    its standard error over seeds, and holds / does not hold / cannot tell (2 standard errors; one
+    seed alone cannot tell)."""
+    out = []
+    for claim in claims:
+        for protocol in dict.fromkeys(r["protocol"] for r in summary):
+            sides = [next((r for r in summary if r["protocol"] == protocol and all(
+                json.dumps(r.get(k)) == json.dumps(v) for k, v in claim[side].items())), None)
+                for side in ("better", "worse")]
+            if None in sides:
+                continue
+            better, worse = sides
+            diff = better["test_exact_mean"] - worse["test_exact_mean"]
+            se = (better["test_exact_std"] ** 2 / better["seeds"] + worse["test_exact_std"] ** 2 / worse["seeds"]) ** 0.5
+            verdict = "holds" if diff > 2 * se else "does not hold" if diff < -2 * se else "cannot tell"
+            if min(better["seeds"], worse["seeds"]) < 2:  # no spread to compare the difference with
+                verdict = "cannot tell"
+            out.append({"claim": claim["claim"], "paper": claim.get("paper", ""), "protocol": protocol,
+                        "better": better["test_exact_mean"], "better_std": better["test_exact_std"],
+                        "worse": worse["test_exact_mean"], "worse_std": worse["test_exact_std"],
+                        "diff": diff, "se": se, "verdict": verdict})
+    for v in out:  # a claim whose verdict differs between protocols says so
+        others = {w["verdict"] for w in out if w["claim"] == v["claim"]}
+        v["flips"] = len(others) > 1
+    return out
+
+
+def verdict_table(found: list[dict]) -> str:
+    lines = ["| claim | the paper | protocol | better | worse | difference (2 s.e.) | verdict |", "|---|---|---|---|---|---|---|"]
+    for v in found:
+        flag = " (differs between protocols)" if v["flips"] else ""
+        lines.append(f"| {v['claim']} | {v['paper']} | {v['protocol']} | {v['better']:.3f} ± {v['better_std']:.3f} | "
+                     f"{v['worse']:.3f} ± {v['worse_std']:.3f} | {v['diff']:+.3f} (±{2 * v['se']:.3f}) | "
+                     f"**{v['verdict']}**{flag} |")
     return "\n".join(lines) + "\n"
 
 
@@ -301,10 +402,10 @@ def setting_labels(summary: list[dict], keys: list[str]) -> list[str]:
                                           if json.dumps(r[k]) != usual[k]]) for r in summary]
 
 
-def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str, budget: dict,
+def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name: str, budgets: list[dict],
          zipped: bool = False) -> list[str]:
-    """study.png and depth.png; a one-line note instead when matplotlib is missing. zipped (a study
-    of zip settings only): one series over the settings, named by setting_labels."""
+    """study.png (a panel per protocol) and depth.png; a one-line note instead when matplotlib is
+    missing. zipped (a study of zip settings only): one series over the settings, named by setting_labels."""
     try:
         import matplotlib
     except ImportError:
@@ -313,40 +414,28 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     notes = []
-    title = f"study {name}: {budget_text(budget)} per run"
-    if keys and zipped:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.errorbar(setting_labels(summary, keys), [r["test_exact_mean"] for r in summary],
-                    yerr=[r["test_exact_std"] for r in summary], fmt="o", capsize=3)
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
-    elif keys:
-        x_key, others = keys[0], keys[1:]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        lines = sorted({json.dumps([r[k] for k in others]) for r in summary})
-        for line in lines:
-            mine = [r for r in summary if json.dumps([r[k] for k in others]) == line]
-            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, json.loads(line))) or "all"
-            ax.errorbar([str(r[x_key]) for r in mine], [r["test_exact_mean"] for r in mine],
-                        yerr=[r["test_exact_std"] for r in mine], marker="o", capsize=3, label=label)
-        ax.set_xlabel(x_key)
-        ax.legend(fontsize=8)
+    protocols = list(dict.fromkeys(r["protocol"] for r in summary))
     if keys:
-        ax.set_ylabel("held-out exact (mean ± std over seeds)")
-        ax.set_title(title, fontsize=9)
+        fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
+        for ax, protocol in zip(axes[0], protocols):
+            panel(ax, [r for r in summary if r["protocol"] == protocol], keys, zipped)
+            ax.set_ylabel("held-out exact (mean ± std over seeds)")
+            ax.set_title(f"study {name}: {protocol or budget_text(budgets)}", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "study.png", dpi=120)
         plt.close(fig)
         notes.append(f"plot: {out / 'study.png'}")
     best = max(summary, key=lambda r: r["test_exact_mean"])
-    curves = [r["depth"] for r in rows if r["depth"] and all(r[k] == best[k] for k in keys)]
+    curves = [r["depth"] for r in rows if r["depth"] and r.get("protocol", "") == best["protocol"]
+              and all(r[k] == best[k] for k in keys)]
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for curve in curves:
             ax.plot([p["step"] for p in curve], [p["exact_acc"] for p in curve], "o-", markersize=3)
         ax.set_xlabel("supervision steps at test time")
         ax.set_ylabel("held-out exact accuracy")
-        ax.set_title(f"{name}: " + ", ".join(f"{k.split('.')[-1]}={best[k]}" for k in keys) + " (one line per seed)",
-                     fontsize=9)
+        ax.set_title(f"{name}: " + ", ".join(f"{k.split('.')[-1]}={best[k]}" for k in keys)
+                     + f" {best['protocol']} (one line per seed)", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "depth.png", dpi=120)
         plt.close(fig)
@@ -354,8 +443,29 @@ def plot(summary: list[dict], rows: list[dict], keys: list[str], out: Path, name
     return notes
 
 
+def panel(ax, summary: list[dict], keys: list[str], zipped: bool) -> None:
+    """One protocol's settings: against the first key, a line per setting of the others."""
+    if zipped:
+        ax.errorbar(setting_labels(summary, keys), [r["test_exact_mean"] for r in summary],
+                    yerr=[r["test_exact_std"] for r in summary], fmt="o", capsize=3)
+        for label in ax.get_xticklabels():
+            label.set(rotation=20, ha="right", fontsize=8)
+        return
+    x_key, others = keys[0], keys[1:]
+    for line in sorted({json.dumps([r[k] for k in others]) for r in summary}):
+        mine = [r for r in summary if json.dumps([r[k] for k in others]) == line]
+        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, json.loads(line))) or "all"
+        ax.errorbar([str(r[x_key]) for r in mine], [r["test_exact_mean"] for r in mine],
+                    yerr=[r["test_exact_std"] for r in mine], marker="o", capsize=3, label=label)
+    ax.set_xlabel(x_key)
+    ax.legend(fontsize=8)
+
+
 def write_results(rows: list[dict], keys: list[str], study: dict, out: Path) -> list[str]:
-    write_text_atomic(out / "results.json", json.dumps({"study": study, "rows": rows}, indent=1) + "\n")
+    summary = summarize(rows, keys)
+    found = verdicts(summary, keys, study["claims"])
+    write_text_atomic(out / "results.json", json.dumps({"study": study, "rows": rows, "verdicts": found},
+                                                       indent=1) + "\n")
     columns = [c for c in rows[0] if c != "depth"] + ["depth_exact"]
 
     def write_csv(f) -> None:
@@ -366,12 +476,11 @@ def write_results(rows: list[dict], keys: list[str], study: dict, out: Path) -> 
                              "depth_exact": " ".join(f"{p['exact_acc']:.4f}" for p in r["depth"])})
 
     write_atomic(out / "results.csv", write_csv, binary=False)
-    summary = summarize(rows, keys)
-    table = markdown(summary, keys, study["budget"])
+    table = markdown(summary, keys, study["budgets"]) + (f"\n{verdict_table(found)}" if found else "")
     write_text_atomic(out / "summary.md", table)
     print("\n" + table)
     return [str(out / "results.csv"), str(out / "results.json"), str(out / "summary.md")] + \
-        plot(summary, rows, keys, out, study["name"], study["budget"], zipped=bool(study["zip"]) and not study["grid"])
+        plot(summary, rows, keys, out, study["name"], study["budgets"], zipped=bool(study["zip"]) and not study["grid"])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -379,16 +488,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("study", help="a study file (JSON), e.g. configs/studies/study_depth.json")
     parser.add_argument("--out", help="folder of the study (default: runs/study_<name>)")
     parser.add_argument("--summary-only", action="store_true", help="no training: tables and plots from finished runs")
+    parser.add_argument("--quick", action="store_true", help="one seed, a tenth of each budget, 50 depth puzzles, "
+                                                             "into <out>_quick: a check of the study file in minutes")
     args = parser.parse_args(argv)
     check_options([folder_rule("--out", args.out)])
 
     def run() -> dict:
         study = load_study(args.study)
         out = Path(args.out or f"runs/study_{study['name']}")
+        if args.quick:
+            study, out = quick(study), out.with_name(out.name + "_quick")
         runs = plan(study, out)
         keys = list(settings(study)[0])
-        print(f"study {study['name']}: {len(runs)} runs ({len(runs) // len(study['seeds'])} settings x "
-              f"{len(study['seeds'])} seeds), budget {study['budget']}, in {out}")
+        print(f"study {study['name']}: {len(runs)} runs ({len(runs) // len(study['seeds'])} settings and protocols x "
+              f"{len(study['seeds'])} seeds), budgets: {budget_text(study['budgets'])}, in {out}")
         rows = []
         for r in runs:
             if not finished(r, out):

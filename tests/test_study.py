@@ -66,7 +66,7 @@ def test_summary_averages_seeds():
     assert [(r["model.n"], r["seeds"]) for r in summary] == [(1, 2), (2, 3)]
     assert summary[0]["test_exact_mean"] == pytest.approx(0.6) and summary[0]["test_exact_std"] == pytest.approx(0.1414, abs=1e-4)
     assert summary[1]["test_exact_std"] == 0.0 and "test_validity_mean" not in summary[0]
-    assert "0.600 ± 0.141" in study.markdown(summary, ["model.n"], {"steps": 10})
+    assert "0.600 ± 0.141" in study.markdown(summary, ["model.n"], [{"steps": 10}])
 
 
 def test_a_flops_budget_gives_fewer_steps_to_a_costlier_model(tmp_path):
@@ -85,14 +85,14 @@ def test_plots_or_a_clear_note(tmp_path):
     rows = [{"model.n": n, "seed": 0, "test_exact": 0.5, "test_token": 0.9, "test_validity": 0.6,
              "best_test_exact": 0.5, "steps": 4, "train_s": 1.0,
              "depth": [{"step": 1, "exact_acc": 0.4}, {"step": 2, "exact_acc": 0.5}]} for n in (1, 2)]
-    notes = study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], tmp_path, "tiny", {"steps": 4})
+    notes = study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], tmp_path, "tiny", [{"steps": 4}])
     if importlib.util.find_spec("matplotlib") is None:
         assert notes == [notes[0]] and "python -m pip install matplotlib" in notes[0]
     else:
         assert (tmp_path / "study.png").stat().st_size > 0 and (tmp_path / "depth.png").stat().st_size > 0
         zipped = tmp_path / "zip"
         zipped.mkdir()
-        study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], zipped, "tiny", {"steps": 4}, zipped=True)
+        study.plot(study.summarize(rows, ["model.n"]), rows, ["model.n"], zipped, "tiny", [{"steps": 4}], zipped=True)
         assert (zipped / "study.png").stat().st_size > 0
 
 
@@ -135,3 +135,36 @@ def test_a_zip_over_archs_with_keys_of_their_own_plans_each_with_its_flops(tmp_p
                       tmp_path / "study")
     assert [r["config"]["model"]["arch"] for r in runs] == zip_["model.arch"]
     assert runs[2]["step_flops"] > runs[1]["step_flops"] and runs[4]["config"]["model"]["z_slots"] == 3
+
+
+def test_two_protocols_run_side_by_side_with_a_verdict_per_claim(tmp_path):
+    path = write_study(tmp_path, grid={"model.n": [1, 3]}, budgets=[{"steps": 4}, {"tflops": 0.02}], budget=None,
+                       claims=[{"claim": "n=3 beats n=1", "paper": "-", "better": {"model.n": 3},
+                                "worse": {"model.n": 1}}])
+    spec = json.loads(Path(path).read_text())
+    del spec["budget"]
+    Path(path).write_text(json.dumps(spec))
+    result = study.main([path, "--out", str(tmp_path / "study")])
+    rows = result["rows"]
+    assert [(r["model.n"], r["steps"]) for r in rows if r["protocol"] == "equal steps"] == [(1, 4), (3, 4)]
+    flops = [r for r in rows if r["protocol"] == "equal FLOPs"]
+    assert flops[0]["steps"] > flops[1]["steps"]                                 # n=1 is cheaper: more steps
+    assert all(r["name"].startswith(("steps4_", "tflops0.02_")) for r in rows)
+    table = (tmp_path / "study" / "summary.md").read_text().split("| claim |")[0]   # the results, before the verdicts
+    assert table.count("| equal steps |") == 2 and table.count("| equal FLOPs |") == 2
+    found = json.loads((tmp_path / "study" / "results.json").read_text())["verdicts"]
+    assert [v["protocol"] for v in found] == ["equal steps", "equal FLOPs"]
+    assert [v["verdict"] for v in found] == ["cannot tell", "cannot tell"]          # one seed: no spread to judge by
+
+
+def test_verdicts_hold_fail_or_cannot_tell_by_two_standard_errors():
+    def row(protocol, n, mean, std):
+        return {"protocol": protocol, "model.n": n, "seeds": 3, "test_exact_mean": mean, "test_exact_std": std}
+    summary = [row("equal steps", 3, 0.80, 0.02), row("equal steps", 1, 0.50, 0.02),
+               row("equal FLOPs", 3, 0.40, 0.02), row("equal FLOPs", 1, 0.70, 0.02),
+               row("equal time", 3, 0.52, 0.10), row("equal time", 1, 0.50, 0.10)]
+    claim = [{"claim": "n=3 beats n=1", "better": {"model.n": 3}, "worse": {"model.n": 1}}]
+    found = study.verdicts(summary, ["model.n"], claim)
+    assert [v["verdict"] for v in found] == ["holds", "does not hold", "cannot tell"]
+    assert all(v["flips"] for v in found)
+    assert "**holds** (differs between protocols)" in study.verdict_table(found)
