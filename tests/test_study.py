@@ -116,7 +116,7 @@ def test_bad_study_files_are_named(tmp_path, change, message):
         study.load_study(write_study(tmp_path, **change))
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("configs/studies/*.json")))
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("configs/studies/**/*.json")))
 def test_every_shipped_study_file_loads_and_each_setting_passes_the_checks(path):
     study_file = study.load_study(str(ROOT / path))
     for setting in study.settings(study_file):
