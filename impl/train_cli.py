@@ -96,9 +96,27 @@ def check_config(config: dict, source: str = "config") -> None:
         check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.",
                       tt["first_round"])
         puzzles.check_data_config(d)
+        check_N_sup_schedule(t["N_sup_schedule"], config["model"]["N_sup"])
         check_packages(t)
     except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"
         raise ConfigError(f"{source}: {e}") from None
+
+
+def check_N_sup_schedule(schedule: list, N_sup: int) -> None:
+    """training.N_sup_schedule: [progress, N_sup] pairs, progress in [0, 1] and rising, each N_sup in
+    1..model.N_sup (evaluation keeps model.N_sup)."""
+    key, last = "training.N_sup_schedule", -1.0
+    for i, pair in enumerate(schedule):
+        ok = (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                 for v in pair))
+        if not ok:
+            raise ValueError(f"{key}[{i}]: {json.dumps(pair)} must be a pair [progress, N_sup], e.g. [0.5, 16]")
+        progress, value = pair
+        if not last < progress <= 1.0 or progress < 0:
+            raise ValueError(f"{key}[{i}]: progress {progress} must be in [0, 1] and above the pair before")
+        if value != int(value) or not 1 <= value <= N_sup:
+            raise ValueError(f"{key}[{i}]: N_sup {value} must be a whole number in 1..model.N_sup ({N_sup})")
+        last = progress
 
 
 def parse_args(argv: list[str] | None, doc: str | None) -> argparse.Namespace:
