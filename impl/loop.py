@@ -81,16 +81,17 @@ def print0(*args) -> None:
 
 
 def run_progress(step: int, t: dict, elapsed: float = 0.0) -> float:
-    """How far the run is, 0..1: over the time limit (lr_decay_over "time"), else over the steps
-    from warmup to max_steps. The learning rate's cosine and the N_sup schedule both read it."""
-    if t["lr_decay_over"] == "time":
-        return min(1.0, elapsed / (60 * t["time_limit_min"]))
-    return min(1.0, max(0, step - t["warmup_steps"]) / max(1, t["max_steps"] - t["warmup_steps"]))
+    """How far the run is, 0..1: over the steps from warmup to max_steps (lr_decay_over "steps"),
+    over the time limit ("time"), or whichever of the two ends first ("first"). The learning rate's
+    cosine and the N_sup schedule both read it."""
+    by_steps = min(1.0, max(0, step - t["warmup_steps"]) / max(1, t["max_steps"] - t["warmup_steps"]))
+    by_time = min(1.0, elapsed / (60 * t["time_limit_min"])) if t["time_limit_min"] > 0 else 0.0
+    return {"steps": by_steps, "time": by_time, "first": max(by_steps, by_time)}[t["lr_decay_over"]]
 
 
 def lr_at(step: int, t: dict, elapsed: float = 0.0) -> float:
-    """Linear warmup over warmup_steps, then a cosine from lr to lr * lr_min_ratio over the steps
-    left to max_steps, or (lr_decay_over "time") over the run's time limit, elapsed seconds in."""
+    """Linear warmup over warmup_steps, then a cosine from lr to lr * lr_min_ratio over the rest of
+    the run (run_progress: to max_steps, to the time limit, or to whichever comes first)."""
     if step < t["warmup_steps"]:
         return t["lr"] * (step + 1) / t["warmup_steps"]
     floor = t["lr_min_ratio"]

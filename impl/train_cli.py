@@ -28,7 +28,7 @@ from loggers import WANDB_MODES, check_packages
 from trm import LOSSES
 
 OPTIMIZERS = ("adamw", "adam_atan2")
-LR_DECAY_OVER = ("steps", "time")
+LR_DECAY_OVER = ("steps", "time", "first")
 
 
 def expand_base(base: dict, override: dict) -> dict:
@@ -75,7 +75,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.eval_N_sup", t["eval_N_sup"] >= 0, "must be >= 0 (0: model.N_sup)"),
         ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
         ("training.lr_decay_over", t["lr_decay_over"] in LR_DECAY_OVER, f"must be one of {', '.join(LR_DECAY_OVER)}"),
-        ("training.lr_decay_over", t["lr_decay_over"] != "time" or t["time_limit_min"] > 0,
+        ("training.lr_decay_over", t["lr_decay_over"] == "steps" or t["time_limit_min"] > 0,
          "needs training.time_limit_min > 0 (the decay ends at the time limit)"),
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),

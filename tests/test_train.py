@@ -102,6 +102,7 @@ def test_missing_config_file_is_named(tmp_path):
     ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),
     ("training", "lr_decay_over", "epochs", "training.lr_decay_over: 'epochs' must be one of steps, time"),
     ("training", "lr_decay_over", "time", r"training.lr_decay_over: 'time' needs training.time_limit_min > 0"),
+    ("training", "lr_decay_over", "first", r"training.lr_decay_over: 'first' needs training.time_limit_min > 0"),
 ])
 def test_impossible_values_rejected(section, key, value, expected):
     config = merge_config(RUN_CONFIG, {section: {key: value}}, "x.json")
@@ -131,6 +132,9 @@ def test_lr_decays_over_the_steps_or_over_the_time_limit():
     assert lr_at(10, t, elapsed=0.0) == pytest.approx(1.0)
     assert lr_at(20, t, elapsed=60.0) == pytest.approx(0.55) == lr_at(5000, t, elapsed=60.0)
     assert lr_at(20, t, elapsed=120.0) == pytest.approx(0.1) == lr_at(20, t, elapsed=900.0)
+    t["lr_decay_over"] = "first"                                            # whichever ends first
+    assert lr_at(60, t, elapsed=6.0) == pytest.approx(0.55) == lr_at(20, t, elapsed=60.0)
+    assert lr_at(110, t, elapsed=1.0) == pytest.approx(0.1) == lr_at(11, t, elapsed=120.0)
 
 
 def test_N_sup_schedule_follows_the_runs_progress():
