@@ -80,17 +80,32 @@ def print0(*args) -> None:
 # Pieces: schedule, optimizer, signals
 
 
+def run_progress(step: int, t: dict, elapsed: float = 0.0) -> float:
+    """How far the run is, 0..1: over the steps from warmup to max_steps (lr_decay_over "steps"),
+    over the time limit ("time"), or whichever of the two ends first ("first"). The learning rate's
+    cosine and the N_sup schedule both read it."""
+    by_steps = min(1.0, max(0, step - t["warmup_steps"]) / max(1, t["max_steps"] - t["warmup_steps"]))
+    by_time = min(1.0, elapsed / (60 * t["time_limit_min"])) if t["time_limit_min"] > 0 else 0.0
+    return {"steps": by_steps, "time": by_time, "first": max(by_steps, by_time)}[t["lr_decay_over"]]
+
+
 def lr_at(step: int, t: dict, elapsed: float = 0.0) -> float:
-    """Linear warmup over warmup_steps, then a cosine from lr to lr * lr_min_ratio over the steps
-    left to max_steps, or (lr_decay_over "time") over the run's time limit, elapsed seconds in."""
+    """Linear warmup over warmup_steps, then a cosine from lr to lr * lr_min_ratio over the rest of
+    the run (run_progress: to max_steps, to the time limit, or to whichever comes first)."""
     if step < t["warmup_steps"]:
         return t["lr"] * (step + 1) / t["warmup_steps"]
-    if t["lr_decay_over"] == "time":
-        progress = min(1.0, elapsed / (60 * t["time_limit_min"]))
-    else:
-        progress = min(1.0, (step - t["warmup_steps"]) / max(1, t["max_steps"] - t["warmup_steps"]))
     floor = t["lr_min_ratio"]
-    return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return t["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * run_progress(step, t, elapsed))))
+
+
+def N_sup_at(step: int, t: dict, N_sup: int, elapsed: float = 0.0) -> int:
+    """The most supervision steps a training puzzle gets now: the last [progress, N_sup] pair of
+    training.N_sup_schedule that the run has reached (model.N_sup without one, or before its first)."""
+    progress = run_progress(step, t, elapsed)
+    for start, value in t["N_sup_schedule"]:
+        if progress >= start:
+            N_sup = value
+    return N_sup
 
 
 def make_optimizer(model: torch.nn.Module, t: dict) -> torch.optim.Optimizer:
@@ -165,15 +180,16 @@ def lost_process_named(d: distributed.Dist, last_path: Path, resume: bool, state
 # One step of the loop, in named parts
 
 
-def halting_update(steps: torch.Tensor, q_all: torch.Tensor, mcfg: TRMConfig, halt_gen: torch.Generator) -> torch.Tensor:
+def halting_update(steps: torch.Tensor, q_all: torch.Tensor, N_sup: int, exploration_prob: float,
+                   halt_gen: torch.Generator) -> torch.Tensor:
     """Which slots halt after this step (over the global batch): at N_sup, or when the Q head says
     "correct" (logit > 0), unless exploration holds the example for a random minimum of 2..N_sup
     steps (official ACT rule). Draws come from halt_gen on CPU, the same on every process."""
-    halted = steps >= mcfg.N_sup
-    if mcfg.N_sup > 1:
+    halted = steps >= N_sup
+    if N_sup > 1:
         G = len(steps)
-        explore = torch.rand(G, generator=halt_gen) < mcfg.halt_exploration_prob
-        min_steps = explore * torch.randint(2, mcfg.N_sup + 1, (G,), generator=halt_gen)
+        explore = torch.rand(G, generator=halt_gen) < exploration_prob
+        min_steps = explore * torch.randint(2, N_sup + 1, (G,), generator=halt_gen)
         halted = (halted | (q_all > 0)) & (steps >= min_steps.to(steps.device))
     return halted
 
@@ -416,7 +432,8 @@ def resume_from(state: RunState, last_path: Path, device: torch.device, dtype: t
     run can honour it (and saying what changed)."""
     ckpt = load_checkpoint(last_path, needs="resume")
     for change in check_resume_config(upgraded(ckpt["config"], last_path), state.config, last_path, RESUMABLE_CHANGES,
-                                      {f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()}):
+                                      {**{f"model.{k}": v for k, v in LEGACY_MODEL_CONFIG.items()},
+                                       "training.N_sup_schedule": []}):
         print0(f"resume: {change}")
     state.load_state_dict(ckpt, last_path, device, dtype)
     print0(f"resumed from {last_path} at step {state.step} (best exact {state.best_exact:.4f})")
@@ -597,7 +614,9 @@ def advance_slots(state: RunState, out: StepOutput, parts: StepLoss, loss: torch
     solved_all = distributed.gather_cat(parts.solved, d)
     token_all = distributed.gather_cat(parts.token_acc.float(), d)
     slots.steps = slots.steps + 1
-    halted = slots.halted = halting_update(slots.steps, q_all, state.model_config, state.halt_gen)
+    mcfg, t_cfg = state.model_config, state.config["training"]
+    N_sup = N_sup_at(state.step - 1, t_cfg, mcfg.N_sup, state.elapsed)  # the step just taken
+    halted = slots.halted = halting_update(slots.steps, q_all, N_sup, mcfg.halt_exploration_prob, state.halt_gen)
     total = loss.detach()
     logs = {**out.logs, **{f"{k}_share": float(v.detach() / total) for k, v in out.extra_losses.items()}}
     names = sorted(logs)

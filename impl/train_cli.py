@@ -28,7 +28,7 @@ from loggers import WANDB_MODES, check_packages
 from trm import LOSSES
 
 OPTIMIZERS = ("adamw", "adam_atan2")
-LR_DECAY_OVER = ("steps", "time")
+LR_DECAY_OVER = ("steps", "time", "first")
 
 
 def expand_base(base: dict, override: dict) -> dict:
@@ -75,7 +75,7 @@ def check_config(config: dict, source: str = "config") -> None:
         ("training.eval_N_sup", t["eval_N_sup"] >= 0, "must be >= 0 (0: model.N_sup)"),
         ("training.lr_min_ratio", 0.0 <= t["lr_min_ratio"] <= 1.0, "must be in [0, 1]"),
         ("training.lr_decay_over", t["lr_decay_over"] in LR_DECAY_OVER, f"must be one of {', '.join(LR_DECAY_OVER)}"),
-        ("training.lr_decay_over", t["lr_decay_over"] != "time" or t["time_limit_min"] > 0,
+        ("training.lr_decay_over", t["lr_decay_over"] == "steps" or t["time_limit_min"] > 0,
          "needs training.time_limit_min > 0 (the decay ends at the time limit)"),
         ("training.log_every", t["log_every"] >= 1, "must be >= 1"),
         ("training.eval_batch_size", t["eval_batch_size"] >= 1, "must be >= 1"),
@@ -96,9 +96,27 @@ def check_config(config: dict, source: str = "config") -> None:
         check_members(tt["members"], tt["member_kind"], tt["sigma"], tt["select"], "training.test_time.",
                       tt["first_round"])
         puzzles.check_data_config(d)
+        check_N_sup_schedule(t["N_sup_schedule"], config["model"]["N_sup"])
         check_packages(t)
     except ValueError as e:  # all name the key: "model.T: 0 must be >= 1"
         raise ConfigError(f"{source}: {e}") from None
+
+
+def check_N_sup_schedule(schedule: list, N_sup: int) -> None:
+    """training.N_sup_schedule: [progress, N_sup] pairs, progress in [0, 1] and rising, each N_sup in
+    1..model.N_sup (evaluation keeps model.N_sup)."""
+    key, last = "training.N_sup_schedule", -1.0
+    for i, pair in enumerate(schedule):
+        ok = (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                 for v in pair))
+        if not ok:
+            raise ValueError(f"{key}[{i}]: {json.dumps(pair)} must be a pair [progress, N_sup], e.g. [0.5, 16]")
+        progress, value = pair
+        if not last < progress <= 1.0 or progress < 0:
+            raise ValueError(f"{key}[{i}]: progress {progress} must be in [0, 1] and above the pair before")
+        if value != int(value) or not 1 <= value <= N_sup:
+            raise ValueError(f"{key}[{i}]: N_sup {value} must be a whole number in 1..model.N_sup ({N_sup})")
+        last = progress
 
 
 def parse_args(argv: list[str] | None, doc: str | None) -> argparse.Namespace:

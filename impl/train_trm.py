@@ -99,7 +99,8 @@ RUN_CONFIG = {
         "time_limit_min": 0.0,       # stop (and save) after this many minutes; 0: no limit
         "lr": 3e-3,                  # peak learning rate (paper: 1e-4 at batch 768)
         "lr_min_ratio": 1.0,         # cosine decay to lr * this after warmup (1.0: constant, as official)
-        "lr_decay_over": "steps",    # the cosine runs over: steps (warmup to max_steps) | time (the time limit: decayed by its end on any machine)
+        "lr_decay_over": "steps",    # the cosine runs over: steps (warmup to max_steps) | time (the time limit: decayed by its end on any machine) | first (whichever of the two ends first)
+        "N_sup_schedule": [],        # [[progress, N_sup], ...]: training puzzles get at most N_sup steps from that point of the run (progress as lr's schedule; []: model.N_sup)
         "warmup_steps": 50,          # linear warmup steps (paper: 2000)
         "optimizer": "adamw",        # adamw | adam_atan2 (official: AdamATan2, pure PyTorch here, no epsilon)
         "weight_decay": 0.1,         # decoupled weight decay (paper: 1.0)

@@ -102,6 +102,7 @@ def test_missing_config_file_is_named(tmp_path):
     ("data", "source", "kaggle", "data.source: 'kaggle' is not one of"),
     ("training", "lr_decay_over", "epochs", "training.lr_decay_over: 'epochs' must be one of steps, time"),
     ("training", "lr_decay_over", "time", r"training.lr_decay_over: 'time' needs training.time_limit_min > 0"),
+    ("training", "lr_decay_over", "first", r"training.lr_decay_over: 'first' needs training.time_limit_min > 0"),
 ])
 def test_impossible_values_rejected(section, key, value, expected):
     config = merge_config(RUN_CONFIG, {section: {key: value}}, "x.json")
@@ -131,6 +132,46 @@ def test_lr_decays_over_the_steps_or_over_the_time_limit():
     assert lr_at(10, t, elapsed=0.0) == pytest.approx(1.0)
     assert lr_at(20, t, elapsed=60.0) == pytest.approx(0.55) == lr_at(5000, t, elapsed=60.0)
     assert lr_at(20, t, elapsed=120.0) == pytest.approx(0.1) == lr_at(20, t, elapsed=900.0)
+    t["lr_decay_over"] = "first"                                            # whichever ends first
+    assert lr_at(60, t, elapsed=6.0) == pytest.approx(0.55) == lr_at(20, t, elapsed=60.0)
+    assert lr_at(110, t, elapsed=1.0) == pytest.approx(0.1) == lr_at(11, t, elapsed=120.0)
+
+
+def test_N_sup_schedule_follows_the_runs_progress():
+    """training.N_sup_schedule: the last [progress, N_sup] pair reached, on lr's clock (steps or time)."""
+    from loop import N_sup_at
+    t = {"warmup_steps": 10, "max_steps": 110, "lr_decay_over": "steps", "time_limit_min": 2,
+         "N_sup_schedule": [[0, 2], [0.5, 8]]}
+    assert N_sup_at(0, t, 16) == 2 == N_sup_at(59, t, 16) and N_sup_at(60, t, 16) == 8 == N_sup_at(10**6, t, 16)
+    t["lr_decay_over"] = "time"
+    assert N_sup_at(10**6, t, 16, elapsed=59.0) == 2 and N_sup_at(0, t, 16, elapsed=60.0) == 8
+    t["N_sup_schedule"] = [[0.25, 4]]
+    assert N_sup_at(0, t, 16, elapsed=0.0) == 16 and N_sup_at(0, t, 16, elapsed=30.0) == 4
+    assert N_sup_at(0, {**t, "N_sup_schedule": []}, 16, elapsed=100.0) == 16
+
+
+def test_a_run_halts_training_puzzles_at_the_scheduled_N_sup(tmp_path):
+    """With [[0, 1], [0.5, 4]] every puzzle halts after one step in the first half of the run (the
+    log's average steps is 1.0 exactly); later they may stay up to model.N_sup (4)."""
+    config = tiny_run_config(tmp_path, max_steps=20, warmup_steps=0, log_every=10, eval_every=20,
+                             N_sup_schedule=[[0, 1], [0.5, 4]])
+    check_config(config)
+    train_trm.main(config, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "log.jsonl").read_text().splitlines()]
+    steps = [r["avg_steps"] for r in log if r["kind"] == "train"]
+    assert steps[0] == 1.0 and 1.0 < steps[1] <= 4.0
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ([[0, 8]], "training.N_sup_schedule[0]: N_sup 8 must be a whole number in 1..model.N_sup (4)"),
+    ([[0.5, 2], [0.2, 3]], "training.N_sup_schedule[1]: progress 0.2 must be in [0, 1] and above the pair before"),
+    ([[0, 2, 3]], "training.N_sup_schedule[0]: [0, 2, 3] must be a pair [progress, N_sup], e.g. [0.5, 16]"),
+    ([[1.5, 2]], "training.N_sup_schedule[0]: progress 1.5 must be in [0, 1]"),
+])
+def test_a_bad_N_sup_schedule_is_named(tmp_path, schedule, message):
+    with pytest.raises(ConfigError) as e:
+        check_config(tiny_run_config(tmp_path, N_sup_schedule=schedule), "over.json")
+    assert f"over.json: {message}" in str(e.value)
 
 
 def test_a_run_decays_its_lr_over_its_time_limit(tmp_path, monkeypatch):
