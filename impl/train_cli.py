@@ -112,7 +112,7 @@ def check_N_sup_schedule(schedule: list, N_sup: int) -> None:
         if not ok:
             raise ValueError(f"{key}[{i}]: {json.dumps(pair)} must be a pair [progress, N_sup], e.g. [0.5, 16]")
         progress, value = pair
-        if not last < progress <= 1.0 or progress < 0:
+        if not (0.0 <= progress <= 1.0 and progress > last):
             raise ValueError(f"{key}[{i}]: progress {progress} must be in [0, 1] and above the pair before")
         if value != int(value) or not 1 <= value <= N_sup:
             raise ValueError(f"{key}[{i}]: N_sup {value} must be a whole number in 1..model.N_sup ({N_sup})")
