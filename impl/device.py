@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 import time
 
 import torch
@@ -112,6 +113,17 @@ def pick_device_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
     device, device_why = pick_device(device_name, key="--device")
     dtype, dtype_why = pick_dtype(dtype_name, device, key="--dtype")
     return device, dtype, f"device: {device} ({device_why}); dtype: {str(dtype).replace('torch.', '')} ({dtype_why})"
+
+
+CPU_COMPILERS = ("c++", "g++", "clang++", "cl")  # torch.compile's CPU code needs one of these (or $CXX)
+
+
+def compile_blocker(device: torch.device) -> str:
+    """Why torch.compile cannot run on this device ("" when it can): on a CPU it writes C++ and
+    needs a compiler on the PATH. A run that asks for compile then goes on uncompiled, saying so."""
+    if device.type != "cpu" or any(shutil.which(c) for c in (os.environ.get("CXX", ""), *CPU_COMPILERS) if c):
+        return ""
+    return f"no C++ compiler found ({', '.join(CPU_COMPILERS)} or $CXX), which compiling for a CPU needs"
 
 
 def network_blocks(mcfg: TRMConfig) -> int:

@@ -36,7 +36,7 @@ import rundir
 from adam_atan2 import AdamATan2
 from checkpoint import LEGACY_MODEL_CONFIG, load_checkpoint, load_weights, save_checkpoint, write_text_atomic
 from config import check_resume_config, config_changes
-from device import check_memory, cpu_description, pick_device, pick_dtype
+from device import check_memory, compile_blocker, cpu_description, pick_device, pick_dtype
 from ensemble import evaluate_ensemble, format_rules, transforms_for
 from errors import ConfigError, Interrupted, LostProcess, NonFiniteLoss
 from loggers import RunLog, read_log, records_before
@@ -406,7 +406,11 @@ def build(config: dict, mcfg: TRMConfig, data: puzzles.Data, build_model, step_f
     ema = EMA(model, t_cfg["ema_decay"], shared=[puzzle_emb.weight] if puzzle_emb is not None else []) \
         if t_cfg["ema"] else None
     if t_cfg["compile"]:
-        model.net.compile()
+        blocker = compile_blocker(device)
+        if blocker:
+            print0(f"training.compile: {blocker}; training uncompiled (slower, same results)")
+        else:
+            model.net.compile()
     # DDP averages gradients over processes; checkpoints and EMA use the unwrapped model.
     # A model whose step may leave parameters unused (JEPA with weight 0) says so in ddp_find_unused.
     # Buffers are not broadcast: they are equal on every process (same seed or checkpoint), and the

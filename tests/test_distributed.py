@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import device
 import train_trm
 from test_train import tiny_run_config
 
@@ -89,6 +90,23 @@ def test_compile_flag_still_trains(tmp_path):
     assert result["step"] == 4 and 0.0 <= result["token_acc"] <= 1.0
     ckpt = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
     assert not any("_orig_mod" in key for key in ckpt["model"])  # weights saved from the plain module
+
+
+def test_compile_without_a_cpu_compiler_trains_uncompiled_and_says_so(tmp_path, monkeypatch, capsys):
+    """A recipe that asks for compile still runs on a machine with no C++ compiler: one line says
+    why, and the run trains as an uncompiled one would."""
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    assert "no C++ compiler found" in device.compile_blocker(torch.device("cpu"))
+    assert device.compile_blocker(torch.device("cuda")) == ""
+    result = train_trm.main(tiny_run_config(tmp_path, max_steps=2, eval_every=2, compile=True), progress=False)
+    assert result["step"] == 2
+    assert "training.compile: no C++ compiler found" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "runs" / "tiny" / "last.pt", weights_only=True)
+    plain = train_trm.main(tiny_run_config(tmp_path / "plain", max_steps=2, eval_every=2), progress=False)
+    assert plain["step"] == 2
+    reference = torch.load(tmp_path / "plain" / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert all(torch.equal(ckpt["model"][k], reference["model"][k]) for k in reference["model"])
 
 
 def test_more_processes_than_gpus_stop_at_start_with_one_line(monkeypatch, tmp_path, capsys):
