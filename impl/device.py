@@ -63,8 +63,10 @@ def cpu_description() -> str:
     simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "?"
     bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    limit = os.environ.get("ATEN_CPU_CAPABILITY", "")  # torch's kernels held to a lesser instruction set
     return (f"{name}, {os.cpu_count()} cores, {simd}, native bf16: {'yes' if native else 'no'}"
-            + (f" ({', '.join(bf16)})" if bf16 else ""))
+            + (f" ({', '.join(bf16)})" if bf16 else "")
+            + (f", kernels limited to {limit} (ATEN_CPU_CAPABILITY)" if limit else ""))
 
 
 def pick_dtype(name: str, device: torch.device, key: str = "training.dtype") -> tuple[torch.dtype, str]:

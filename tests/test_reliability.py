@@ -213,6 +213,16 @@ def test_auto_dtype_on_a_cpu_with_native_bf16_follows_the_measured_speed(monkeyp
     assert device.pick_dtype("bfloat16", torch.device("cpu"))[0] == torch.bfloat16   # asked for: no measuring
 
 
+def test_the_cpu_line_says_when_torchs_kernels_are_held_to_a_lesser_instruction_set(monkeypatch):
+    """Figures taken with ATEN_CPU_CAPABILITY=avx2 (an AVX-512 CPU run as an AVX2-only one) say so
+    beside the CPU they name."""
+    import device
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert "kernels limited" not in device.cpu_description()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert device.cpu_description().endswith(", kernels limited to avx2 (ATEN_CPU_CAPABILITY)")
+
+
 def test_bf16_speedup_is_measured_once_per_process():
     import device
     first = device.cpu_bf16_speedup()
